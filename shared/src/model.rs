@@ -1,0 +1,289 @@
+//! The trace document as stored in MongoDB, and its JSON rendering (the seed's contract).
+
+use std::fmt;
+use std::str::FromStr;
+
+use bson::oid::ObjectId;
+use chrono::SecondsFormat;
+use serde::{Deserialize, Serialize};
+
+/// Where a job stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    Queued,
+    Processing,
+    Success,
+    Failed,
+    NotFound,
+}
+
+impl JobStatus {
+    pub const ALL: [JobStatus; 5] = [
+        JobStatus::Queued,
+        JobStatus::Processing,
+        JobStatus::Success,
+        JobStatus::Failed,
+        JobStatus::NotFound,
+    ];
+
+    /// `queued` 0 < `processing` 1 < terminal 2.
+    pub fn rank(self) -> u8 {
+        match self {
+            JobStatus::Queued => 0,
+            JobStatus::Processing => 1,
+            JobStatus::Success | JobStatus::Failed | JobStatus::NotFound => 2,
+        }
+    }
+
+    pub fn is_terminal(self) -> bool {
+        self.rank() == 2
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Queued => "queued",
+            JobStatus::Processing => "processing",
+            JobStatus::Success => "success",
+            JobStatus::Failed => "failed",
+            JobStatus::NotFound => "not_found",
+        }
+    }
+}
+
+impl fmt::Display for JobStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown status {0:?}; expected one of queued, processing, success, failed, not_found")]
+pub struct UnknownStatus(pub String);
+
+impl FromStr for JobStatus {
+    type Err = UnknownStatus;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        JobStatus::ALL
+            .into_iter()
+            .find(|status| status.as_str() == s)
+            .ok_or_else(|| UnknownStatus(s.chars().take(64).collect()))
+    }
+}
+
+/// What kind of scrape a job is: one property, or a batch re-check of a user's list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobType {
+    PropertyScrape,
+    BatchCheck,
+}
+
+impl JobType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobType::PropertyScrape => "property_scrape",
+            JobType::BatchCheck => "batch_check",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown job_type {0:?}; expected property_scrape or batch_check")]
+pub struct UnknownJobType(pub String);
+
+impl FromStr for JobType {
+    type Err = UnknownJobType;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "property_scrape" => Ok(JobType::PropertyScrape),
+            "batch_check" => Ok(JobType::BatchCheck),
+            other => Err(UnknownJobType(other.chars().take(64).collect())),
+        }
+    }
+}
+
+/// The order of status changes: `(attempt, rank)`, compared lexicographically.
+/// A job message is `(0, 0)`; an event `(attempt, rank(status))`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TraceKey {
+    pub attempt: u32,
+    pub rank: u8,
+}
+
+/// One status change the trace has learnt of. Stored in the document's bounded `history`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    pub attempt: i64,
+    pub rank: i32,
+    pub status: JobStatus,
+    pub at: bson::DateTime,
+    pub error: Option<String>,
+}
+
+/// The stored trace. Every field but `_id` is written by [`crate::store`]'s update
+/// pipeline; fields may be missing in documents written by the original system, so
+/// reading is lenient and rendering turns anything absent into `null`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TraceDocument {
+    #[serde(rename = "_id", default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<ObjectId>,
+    pub message_id: String,
+    #[serde(default)]
+    pub job_type: Option<JobType>,
+    pub status: JobStatus,
+    #[serde(default)]
+    pub url: Option<String>,
+    #[serde(default)]
+    pub line_user_id: Option<String>,
+    #[serde(default)]
+    pub check_only: Option<bool>,
+    #[serde(default)]
+    pub created_at: Option<bson::DateTime>,
+    #[serde(default)]
+    pub updated_at: Option<bson::DateTime>,
+    #[serde(default)]
+    pub started_at: Option<bson::DateTime>,
+    #[serde(default)]
+    pub completed_at: Option<bson::DateTime>,
+    #[serde(default)]
+    pub error: Option<String>,
+    #[serde(default)]
+    pub result: Option<bson::Bson>,
+    /// The attempt of the current status (0 for a job that only has been queued).
+    #[serde(default)]
+    pub attempt: Option<i64>,
+    /// The rank of the current status; with `attempt` the stored [`TraceKey`].
+    #[serde(default)]
+    pub rank: Option<i32>,
+    #[serde(default)]
+    pub history: Vec<HistoryEntry>,
+    #[serde(default)]
+    pub expire_at: Option<bson::DateTime>,
+}
+
+/// RFC 3339, UTC, milliseconds, `Z`: `2023-06-01T12:34:56.789Z`.
+pub fn render_time(time: bson::DateTime) -> String {
+    time.to_chrono()
+        .to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+fn render_optional_time(time: Option<bson::DateTime>) -> Option<String> {
+    time.map(render_time)
+}
+
+/// The seed's status object, field for field and in the seed's order.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TraceView {
+    /// The ObjectId as hex (never `_id`).
+    pub id: Option<String>,
+    pub message_id: String,
+    pub status: JobStatus,
+    pub url: Option<String>,
+    pub line_user_id: Option<String>,
+    pub check_only: Option<bool>,
+    pub created_at: Option<String>,
+    pub updated_at: Option<String>,
+    pub started_at: Option<String>,
+    pub completed_at: Option<String>,
+    pub error: Option<String>,
+    pub result: Option<serde_json::Value>,
+    /// Only with `?include=history`: what the seed's body does not carry.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub details: Option<TraceDetails>,
+}
+
+/// The fields behind `?include=history`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TraceDetails {
+    pub job_type: Option<JobType>,
+    pub attempt: Option<i64>,
+    pub expire_at: Option<String>,
+    pub history: Vec<HistoryView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HistoryView {
+    pub attempt: i64,
+    pub status: JobStatus,
+    pub at: String,
+    pub error: Option<String>,
+}
+
+impl TraceDocument {
+    /// Renders the seed's JSON; `with_details` adds job type, attempt, expiry and history.
+    pub fn view(&self, with_details: bool) -> TraceView {
+        TraceView {
+            id: self.id.map(|id| id.to_hex()),
+            message_id: self.message_id.clone(),
+            status: self.status,
+            url: self.url.clone(),
+            line_user_id: self.line_user_id.clone(),
+            check_only: self.check_only,
+            created_at: render_optional_time(self.created_at),
+            updated_at: render_optional_time(self.updated_at),
+            started_at: render_optional_time(self.started_at),
+            completed_at: render_optional_time(self.completed_at),
+            error: self.error.clone(),
+            result: self
+                .result
+                .clone()
+                .filter(|result| !matches!(result, bson::Bson::Null))
+                .map(bson::Bson::into_relaxed_extjson),
+            details: with_details.then(|| TraceDetails {
+                job_type: self.job_type,
+                attempt: self.attempt,
+                expire_at: render_optional_time(self.expire_at),
+                history: self
+                    .history
+                    .iter()
+                    .map(|entry| HistoryView {
+                        attempt: entry.attempt,
+                        status: entry.status,
+                        at: render_time(entry.at),
+                        error: entry.error.clone(),
+                    })
+                    .collect(),
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_round_trip_and_rank() {
+        for status in JobStatus::ALL {
+            assert_eq!(status.as_str().parse::<JobStatus>(), Ok(status));
+            assert_eq!(
+                serde_json::to_value(status).unwrap(),
+                serde_json::json!(status.as_str())
+            );
+        }
+        assert!(JobStatus::Queued.rank() < JobStatus::Processing.rank());
+        assert!(JobStatus::NotFound.is_terminal() && !JobStatus::Processing.is_terminal());
+        assert!("done".parse::<JobStatus>().is_err());
+    }
+
+    #[test]
+    fn keys_order_by_attempt_then_rank() {
+        let key = |attempt, rank| TraceKey { attempt, rank };
+        assert!(key(1, 2) > key(1, 1));
+        assert!(key(2, 1) > key(1, 2));
+        assert!(key(0, 2) < key(1, 1));
+    }
+
+    #[test]
+    fn times_render_with_milliseconds_and_z() {
+        let time = bson::DateTime::from_millis(1_685_622_896_789);
+        assert_eq!(render_time(time), "2023-06-01T12:34:56.789Z");
+        assert_eq!(
+            render_time(bson::DateTime::from_millis(1_685_622_896_000)),
+            "2023-06-01T12:34:56.000Z"
+        );
+    }
+}
