@@ -1,0 +1,277 @@
+# The two Cloud Run services, each with its own service account, and who may call them.
+
+resource "google_service_account" "trace_writer" {
+  project      = var.project_id
+  account_id   = "trace-writer-run"
+  display_name = "trace-writer runtime"
+  description  = "Runs trace-writer: reads the MONGO_URI secret, nothing else."
+
+  depends_on = [google_project_service.apis]
+}
+
+resource "google_service_account" "trace_api" {
+  project      = var.project_id
+  account_id   = "trace-api-run"
+  display_name = "trace-api runtime"
+  description  = "Runs trace-api: reads the MONGO_URI secret (and the API token or LINE secret when used)."
+
+  depends_on = [google_project_service.apis]
+}
+
+# The identity Pub/Sub signs push tokens as; trace-writer accepts only this email.
+resource "google_service_account" "push" {
+  project      = var.project_id
+  account_id   = "trace-writer-push"
+  display_name = "Pub/Sub push to trace-writer"
+  description  = "OIDC identity of the push subscriptions; may only invoke trace-writer."
+
+  depends_on = [google_project_service.apis]
+}
+
+locals {
+  common_env = {
+    MONGO_DATABASE        = local.mongo_database
+    COLLECTION_JOB_TRACES = var.collection_job_traces
+    ENSURE_INDEXES        = local.ensure_indexes
+    DB_TIMEOUT_SECONDS    = tostring(var.db_timeout_seconds)
+    RUST_LOG              = var.rust_log
+  }
+
+  writer_env = merge(local.common_env, {
+    PUSH_AUTH             = "oidc"
+    PUSH_AUDIENCE         = var.push_audience
+    PUSH_SERVICE_ACCOUNTS = google_service_account.push.email
+  })
+
+  api_env = merge(
+    local.common_env,
+    {
+      CORS_ALLOWED_ORIGINS = var.cors_allowed_origins
+      API_AUTH             = var.api_auth
+    },
+    var.line_channel_id != "" ? { LINE_CHANNEL_ID = var.line_channel_id } : {},
+  )
+
+  # Environment variables read from Secret Manager: name => secret ID.
+  writer_secret_env = {
+    MONGO_URI = google_secret_manager_secret.mongo_uri.secret_id
+  }
+
+  api_secret_env = merge(
+    { MONGO_URI = google_secret_manager_secret.mongo_uri.secret_id },
+    var.api_auth == "token" ? { API_TOKEN = google_secret_manager_secret.api_token[0].secret_id } : {},
+    var.line_channel_secret_enabled ? { LINE_CHANNEL_SECRET = google_secret_manager_secret.line_channel_secret[0].secret_id } : {},
+  )
+}
+
+resource "google_cloud_run_v2_service" "trace_writer" {
+  project  = var.project_id
+  name     = "trace-writer"
+  location = var.region
+  ingress  = "INGRESS_TRAFFIC_ALL"
+
+  deletion_protection = var.deletion_protection
+
+  # Cloud Run's own invoker check accepts tokens whose aud is this fixed string (the
+  # subscriptions sign for it), besides the service URL.
+  custom_audiences = [var.push_audience]
+
+  template {
+    service_account                  = google_service_account.trace_writer.email
+    max_instance_request_concurrency = var.trace_writer_concurrency
+    timeout                          = "60s"
+
+    scaling {
+      min_instance_count = 0
+      max_instance_count = var.trace_writer_max_instances
+    }
+
+    containers {
+      image = var.trace_writer_image
+
+      # Cloud Run passes this as $PORT, which the binary listens on.
+      ports {
+        container_port = 8080
+      }
+
+      resources {
+        limits = {
+          cpu    = var.cpu
+          memory = var.memory
+        }
+        cpu_idle          = true
+        startup_cpu_boost = true
+      }
+
+      dynamic "env" {
+        for_each = local.writer_env
+        content {
+          name  = env.key
+          value = env.value
+        }
+      }
+
+      dynamic "env" {
+        for_each = local.writer_secret_env
+        content {
+          name = env.key
+          value_source {
+            secret_key_ref {
+              secret  = env.value
+              version = "latest"
+            }
+          }
+        }
+      }
+
+      startup_probe {
+        period_seconds    = 1
+        timeout_seconds   = 1
+        failure_threshold = 30
+        http_get {
+          path = "/healthz"
+        }
+      }
+
+      liveness_probe {
+        period_seconds    = 30
+        timeout_seconds   = 3
+        failure_threshold = 3
+        http_get {
+          path = "/healthz"
+        }
+      }
+    }
+  }
+
+  lifecycle {
+    # Cloud Build deploys new images with `gcloud run deploy`; Terraform must not roll
+    # them back on the next apply.
+    ignore_changes = [
+      template[0].containers[0].image,
+      client,
+      client_version,
+    ]
+  }
+
+  depends_on = [
+    google_project_service.apis,
+    google_secret_manager_secret_iam_member.mongo_uri_writer,
+  ]
+}
+
+resource "google_cloud_run_v2_service" "trace_api" {
+  project  = var.project_id
+  name     = "trace-api"
+  location = var.region
+  ingress  = "INGRESS_TRAFFIC_ALL"
+
+  deletion_protection = var.deletion_protection
+
+  template {
+    service_account                  = google_service_account.trace_api.email
+    max_instance_request_concurrency = var.trace_api_concurrency
+    timeout                          = "30s"
+
+    scaling {
+      min_instance_count = 0
+      max_instance_count = var.trace_api_max_instances
+    }
+
+    containers {
+      image = var.trace_api_image
+
+      ports {
+        container_port = 8080
+      }
+
+      resources {
+        limits = {
+          cpu    = var.cpu
+          memory = var.memory
+        }
+        cpu_idle          = true
+        startup_cpu_boost = true
+      }
+
+      dynamic "env" {
+        for_each = local.api_env
+        content {
+          name  = env.key
+          value = env.value
+        }
+      }
+
+      dynamic "env" {
+        for_each = local.api_secret_env
+        content {
+          name = env.key
+          value_source {
+            secret_key_ref {
+              secret  = env.value
+              version = "latest"
+            }
+          }
+        }
+      }
+
+      startup_probe {
+        period_seconds    = 1
+        timeout_seconds   = 1
+        failure_threshold = 30
+        http_get {
+          path = "/healthz"
+        }
+      }
+
+      liveness_probe {
+        period_seconds    = 30
+        timeout_seconds   = 3
+        failure_threshold = 3
+        http_get {
+          path = "/healthz"
+        }
+      }
+    }
+  }
+
+  lifecycle {
+    ignore_changes = [
+      template[0].containers[0].image,
+      client,
+      client_version,
+    ]
+
+    precondition {
+      condition     = var.api_auth != "line" || var.line_channel_id != ""
+      error_message = "api_auth = \"line\" needs line_channel_id."
+    }
+  }
+
+  depends_on = [
+    google_project_service.apis,
+    google_secret_manager_secret_iam_member.mongo_uri_api,
+    google_secret_manager_secret_iam_member.api_token_api,
+    google_secret_manager_secret_iam_member.line_channel_secret_api,
+  ]
+}
+
+# trace-writer is private: only the push identity may invoke it (no allUsers binding).
+resource "google_cloud_run_v2_service_iam_member" "push_invokes_writer" {
+  project  = var.project_id
+  location = var.region
+  name     = google_cloud_run_v2_service.trace_writer.name
+  role     = "roles/run.invoker"
+  member   = google_service_account.push.member
+}
+
+# trace-api is public by default, like the original (see trace_api_public).
+resource "google_cloud_run_v2_service_iam_member" "api_public" {
+  count = var.trace_api_public ? 1 : 0
+
+  project  = var.project_id
+  location = var.region
+  name     = google_cloud_run_v2_service.trace_api.name
+  role     = "roles/run.invoker"
+  member   = "allUsers"
+}

@@ -1,0 +1,277 @@
+# ---------------------------------------------------------------------------------------
+# Project and location
+# ---------------------------------------------------------------------------------------
+
+variable "project_id" {
+  description = "Google Cloud project that holds everything (services, topics, database, secrets)."
+  type        = string
+}
+
+variable "region" {
+  description = "Region of the Cloud Run services and the Artifact Registry repository. Cloud Build's _REGION substitution must match it."
+  type        = string
+  default     = "asia-northeast1"
+}
+
+variable "enable_apis" {
+  description = "Enable the service APIs the pair needs (turn off when a platform team manages them)."
+  type        = bool
+  default     = true
+}
+
+# ---------------------------------------------------------------------------------------
+# Database
+# ---------------------------------------------------------------------------------------
+
+variable "enable_firestore" {
+  description = "Create a Firestore database with MongoDB compatibility (Enterprise edition) with the trace index set and the TTL on expire_at. Set false to bring MongoDB Atlas or your own MongoDB: then the services run with ENSURE_INDEXES=true and create the seed's index set themselves at start-up."
+  type        = bool
+  default     = true
+}
+
+variable "firestore_database_id" {
+  description = "Firestore database ID (4-63 characters of a-z, 0-9 and '-'). With Firestore it is also MONGO_DATABASE, because one connection reaches one Firestore database."
+  type        = string
+  default     = "mansion-watch"
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{2,61}[a-z0-9]$", var.firestore_database_id))
+    error_message = "firestore_database_id must be 4-63 characters of a-z, 0-9 and '-', starting with a letter and not ending with '-'."
+  }
+}
+
+variable "firestore_location" {
+  description = "Firestore location ID (a region such as asia-northeast1, or a multi-region such as nam5). Empty means the same as region."
+  type        = string
+  default     = ""
+}
+
+variable "firestore_delete_protection" {
+  description = "Turn on Firestore delete protection for the database (the database must then be unprotected by hand before it can be deleted)."
+  type        = bool
+  default     = true
+}
+
+variable "mongo_database" {
+  description = "MONGO_DATABASE when enable_firestore = false (the database name inside Atlas or your own MongoDB). Ignored with Firestore, which uses firestore_database_id."
+  type        = string
+  default     = "mansion_watch"
+}
+
+variable "collection_job_traces" {
+  description = "COLLECTION_JOB_TRACES: the collection that holds the traces. The Firestore indexes and the TTL are declared on this collection group."
+  type        = string
+  default     = "job_traces"
+}
+
+variable "db_timeout_seconds" {
+  description = "DB_TIMEOUT_SECONDS: bound on every database call in both services. Must stay below ack_deadline_seconds."
+  type        = number
+  default     = 5
+
+  validation {
+    condition     = var.db_timeout_seconds > 0 && var.db_timeout_seconds <= 60
+    error_message = "db_timeout_seconds must be in (0, 60]."
+  }
+}
+
+variable "mongo_uri_secret_id" {
+  description = "Secret Manager secret that holds MONGO_URI. Terraform creates the secret only; add its value with `gcloud secrets versions add` so the connection string never lands in Terraform state."
+  type        = string
+  default     = "job-trace-mongo-uri"
+}
+
+# ---------------------------------------------------------------------------------------
+# Pub/Sub
+# ---------------------------------------------------------------------------------------
+
+variable "create_scrape_jobs_topic" {
+  description = "Create the jobs topic. Set false when the scraper's topic already exists (name it in scrape_jobs_topic); trace-writer then only adds its own subscription to it."
+  type        = bool
+  default     = true
+}
+
+variable "scrape_jobs_topic" {
+  description = "Name of the topic the API publishes scrape jobs to (created or existing, see create_scrape_jobs_topic). Must be in project_id."
+  type        = string
+  default     = "scrape-jobs"
+}
+
+variable "events_topic" {
+  description = "Name of the topic workers publish status events to (publish with ordering key = message_id and attribute trace_event=status)."
+  type        = string
+  default     = "job-trace-events"
+}
+
+variable "dead_letter_topic" {
+  description = "Name of the dead-letter topic for pushes trace-writer could not take after max_delivery_attempts."
+  type        = string
+  default     = "job-trace-dead-letter"
+}
+
+variable "max_delivery_attempts" {
+  description = "Delivery attempts before a message goes to the dead-letter topic (Pub/Sub allows 5-100)."
+  type        = number
+  default     = 10
+
+  validation {
+    condition     = var.max_delivery_attempts >= 5 && var.max_delivery_attempts <= 100
+    error_message = "max_delivery_attempts must be between 5 and 100."
+  }
+}
+
+variable "ack_deadline_seconds" {
+  description = "Ack deadline of the push subscriptions. Must exceed db_timeout_seconds so that a push answered 503 after a database timeout is redelivered rather than expiring mid-write."
+  type        = number
+  default     = 30
+
+  validation {
+    condition     = var.ack_deadline_seconds >= 10 && var.ack_deadline_seconds <= 600
+    error_message = "ack_deadline_seconds must be between 10 and 600."
+  }
+}
+
+variable "retry_minimum_backoff" {
+  description = "Exponential retry policy: first backoff of a nacked push (duration string)."
+  type        = string
+  default     = "10s"
+}
+
+variable "retry_maximum_backoff" {
+  description = "Exponential retry policy: largest backoff of a nacked push (duration string, at most 600s)."
+  type        = string
+  default     = "600s"
+}
+
+variable "push_audience" {
+  description = "Fixed OIDC audience of the pushes: the subscriptions' oidc_token.audience, trace-writer's PUSH_AUDIENCE and its custom_audiences. A fixed string avoids the Terraform cycle of using the service's own URL."
+  type        = string
+  default     = "trace-writer"
+}
+
+# ---------------------------------------------------------------------------------------
+# Cloud Run
+# ---------------------------------------------------------------------------------------
+
+variable "trace_writer_image" {
+  description = "Image trace-writer starts with on the first apply. Later images come from Cloud Build (Terraform ignores image changes). The default is Google's public sample that answers 200 on every path, so the first apply succeeds before any build."
+  type        = string
+  default     = "us-docker.pkg.dev/cloudrun/container/hello"
+}
+
+variable "trace_api_image" {
+  description = "Image trace-api starts with on the first apply (see trace_writer_image)."
+  type        = string
+  default     = "us-docker.pkg.dev/cloudrun/container/hello"
+}
+
+variable "trace_writer_max_instances" {
+  description = "Upper bound of trace-writer instances (it scales to zero). Bounds the concurrent database connections and the cost of a redelivery storm."
+  type        = number
+  default     = 10
+}
+
+variable "trace_api_max_instances" {
+  description = "Upper bound of trace-api instances (it scales to zero)."
+  type        = number
+  default     = 10
+}
+
+variable "trace_writer_concurrency" {
+  description = "Concurrent requests per trace-writer instance (each is one database round trip)."
+  type        = number
+  default     = 80
+}
+
+variable "trace_api_concurrency" {
+  description = "Concurrent requests per trace-api instance."
+  type        = number
+  default     = 80
+}
+
+variable "cpu" {
+  description = "CPU limit of each container (allocated only while requests are served: cpu_idle = true)."
+  type        = string
+  default     = "1"
+}
+
+variable "memory" {
+  description = "Memory limit of each container; a stripped binary of about 8 MB needs little."
+  type        = string
+  default     = "256Mi"
+}
+
+variable "rust_log" {
+  description = "RUST_LOG of both services (tracing-subscriber filter)."
+  type        = string
+  default     = "info"
+}
+
+variable "trace_api_public" {
+  description = "Let allUsers invoke trace-api, as the original API was public. The frontend can then poll without credentials, but anyone who learns a message_id or a LINE user ID can read that trace. Set false to require IAM (roles/run.invoker) on every call, e.g. from a backend or an API gateway."
+  type        = bool
+  default     = true
+}
+
+variable "cors_allowed_origins" {
+  description = "CORS_ALLOWED_ORIGINS of trace-api: comma-separated origins, or * (the original's behaviour)."
+  type        = string
+  default     = "*"
+}
+
+variable "api_auth" {
+  description = "API_AUTH of trace-api: none, token (a bearer token from Secret Manager, API_TOKEN) or line (LINE ID tokens checked against LINE_CHANNEL_ID)."
+  type        = string
+  default     = "none"
+
+  validation {
+    condition     = contains(["none", "token", "line"], var.api_auth)
+    error_message = "api_auth must be none, token or line."
+  }
+}
+
+variable "api_token_secret_id" {
+  description = "Secret Manager secret holding API_TOKEN; created only when api_auth = \"token\". Its value is added with gcloud, never through Terraform."
+  type        = string
+  default     = "trace-api-token"
+}
+
+variable "line_channel_id" {
+  description = "LINE_CHANNEL_ID of trace-api (the LINE Login channel whose ID tokens are accepted when api_auth = \"line\")."
+  type        = string
+  default     = ""
+}
+
+variable "line_channel_secret_enabled" {
+  description = "Create a Secret Manager secret for LINE_CHANNEL_SECRET and pass it to trace-api (optional; its value is added with gcloud)."
+  type        = bool
+  default     = false
+}
+
+variable "line_channel_secret_id" {
+  description = "Secret Manager secret holding LINE_CHANNEL_SECRET, when line_channel_secret_enabled."
+  type        = string
+  default     = "trace-api-line-channel-secret"
+}
+
+variable "deletion_protection" {
+  description = "Cloud Run deletion protection of both services (they are stateless, so it is off by default)."
+  type        = bool
+  default     = false
+}
+
+# ---------------------------------------------------------------------------------------
+# Images and builds
+# ---------------------------------------------------------------------------------------
+
+variable "artifact_repository" {
+  description = "Artifact Registry Docker repository the images are pushed to. Cloud Build's _REPOSITORY substitution must match it."
+  type        = string
+  default     = "job-trace"
+}
+
+variable "build_service_account_id" {
+  description = "Account ID of the service account Cloud Build runs as (push to Artifact Registry, deploy both services)."
+  type        = string
+  default     = "job-trace-build"
+}
