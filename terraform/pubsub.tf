@@ -19,6 +19,16 @@ resource "google_pubsub_topic" "events" {
   depends_on = [google_project_service.apis]
 }
 
+# The workers' identities may publish status events.
+resource "google_pubsub_topic_iam_member" "event_publishers" {
+  for_each = toset(var.event_publishers)
+
+  project = var.project_id
+  topic   = google_pubsub_topic.events.name
+  role    = "roles/pubsub.publisher"
+  member  = each.value
+}
+
 # Where a push ends after max_delivery_attempts failures.
 resource "google_pubsub_topic" "dead_letter" {
   project = var.project_id

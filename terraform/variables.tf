@@ -103,6 +103,12 @@ variable "events_topic" {
   default     = "job-trace-events"
 }
 
+variable "event_publishers" {
+  description = "Members allowed to publish status events (e.g. [\"serviceAccount:worker@PROJECT.iam.gserviceaccount.com\"] for the scraper worker)."
+  type        = list(string)
+  default     = []
+}
+
 variable "dead_letter_topic" {
   description = "Name of the dead-letter topic for pushes trace-writer could not take after max_delivery_attempts."
   type        = string
