@@ -61,7 +61,10 @@ pub fn exit_on_config_error(function: &str, error: ConfigError) -> ! {
 /// `GET /healthz` (the process is up) and `GET /readyz` (the database answers).
 pub fn health_routes<S: Clone + Send + Sync + 'static>(store: TraceStore) -> Router<S> {
     Router::new()
-        .route("/healthz", get(|| async { Json(json!({ "status": "ok" })) }))
+        .route(
+            "/healthz",
+            get(|| async { Json(json!({ "status": "ok" })) }),
+        )
         .route("/readyz", get(readyz).with_state(store))
 }
 

@@ -83,7 +83,10 @@ mod tests {
 
     #[test]
     fn accepts_ordinary_ids_and_the_longest_allowed() {
-        assert_eq!(MessageId::parse("1234567890").unwrap().as_str(), "1234567890");
+        assert_eq!(
+            MessageId::parse("1234567890").unwrap().as_str(),
+            "1234567890"
+        );
         assert!(MessageId::parse("x".repeat(MAX_ID_BYTES)).is_ok());
         assert!(LineUserId::parse("U1234567890abcdef").is_ok());
         assert!(MessageId::parse("物件/1 %20").is_ok());

@@ -66,7 +66,10 @@ pub enum MessageError {
     #[error("status event cannot set status queued; only the job message queues a job")]
     QueuedEvent,
     #[error("field `{field}` {problem}")]
-    BadField { field: &'static str, problem: String },
+    BadField {
+        field: &'static str,
+        problem: String,
+    },
 }
 
 fn bad_field(field: &'static str, problem: impl Into<String>) -> MessageError {
@@ -305,8 +308,9 @@ fn optional_string<'a>(
 fn decode_event(payload: &Map<String, Value>, at: bson::DateTime) -> Result<Change, MessageError> {
     let message_id = match optional(payload, "message_id") {
         None => return Err(MessageError::MissingEventMessageId),
-        Some(Value::String(raw)) => MessageId::parse(raw.as_str())
-            .map_err(|e| bad_field("message_id", e.to_string()))?,
+        Some(Value::String(raw)) => {
+            MessageId::parse(raw.as_str()).map_err(|e| bad_field("message_id", e.to_string()))?
+        }
         Some(_) => return Err(bad_field("message_id", "is not a string")),
     };
     let status: JobStatus = optional_string(payload, "status")?
@@ -329,8 +333,9 @@ fn decode_event(payload: &Map<String, Value>, at: bson::DateTime) -> Result<Chan
     };
     let occurred_at = match optional_string(payload, "occurred_at")? {
         None => at,
-        Some(raw) => parse_time(raw)
-            .ok_or_else(|| bad_field("occurred_at", "is not an RFC 3339 time"))?,
+        Some(raw) => {
+            parse_time(raw).ok_or_else(|| bad_field("occurred_at", "is not an RFC 3339 time"))?
+        }
     };
     let error = match optional(payload, "error") {
         None => None,

@@ -374,7 +374,10 @@ mod tests {
         assert!(cut.len() <= MAX_ERROR_BYTES + '…'.len_utf8());
         let huge = bson::bson!({ "blob": "x".repeat(MAX_RESULT_BYTES + 1) });
         assert_eq!(
-            bound_result(huge).as_document().unwrap().get_bool("truncated"),
+            bound_result(huge)
+                .as_document()
+                .unwrap()
+                .get_bool("truncated"),
             Ok(true)
         );
         let small = bson::bson!({ "status": "success" });

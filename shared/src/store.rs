@@ -69,7 +69,9 @@ pub fn update_pipeline(change: &Change) -> Vec<Document> {
         Bson::Document(doc! { "$ifNull": [format!("${field}"), value] })
     };
     let if_applies = |new: Bson, field: &str| -> Bson {
-        Bson::Document(doc! { "$cond": ["$_applies", new, { "$ifNull": [format!("${field}"), Bson::Null] }] })
+        Bson::Document(
+            doc! { "$cond": ["$_applies", new, { "$ifNull": [format!("${field}"), Bson::Null] }] },
+        )
     };
     let base_started = doc! {
         "$cond": [
@@ -87,7 +89,11 @@ pub fn update_pipeline(change: &Change) -> Vec<Document> {
     } else {
         base_started
     };
-    let completed = if r == 2 { Bson::DateTime(t) } else { Bson::Null };
+    let completed = if r == 2 {
+        Bson::DateTime(t)
+    } else {
+        Bson::Null
+    };
     let entry = change.history_entry();
     let entry = doc! {
         "attempt": entry.attempt,

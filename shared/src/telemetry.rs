@@ -101,9 +101,7 @@ where
         );
         line.insert(
             "time".into(),
-            Value::from(
-                chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-            ),
+            Value::from(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)),
         );
         if let Some(scope) = ctx.event_scope(event) {
             for span in scope.from_root() {
@@ -152,8 +150,8 @@ mod tests {
     fn events_become_cloud_logging_json_lines() {
         let captured = Captured::default();
         let sink = captured.clone();
-        let subscriber = tracing_subscriber::registry()
-            .with(CloudLoggingLayer::new(move || sink.clone()));
+        let subscriber =
+            tracing_subscriber::registry().with(CloudLoggingLayer::new(move || sink.clone()));
         tracing::subscriber::with_default(subscriber, || {
             let span = tracing::info_span!("push", trace = "projects/p/traces/abc");
             let _entered = span.enter();
@@ -165,7 +163,10 @@ mod tests {
         assert_eq!(line["message"], "message rejected");
         assert_eq!(line["message_id"], "42");
         assert_eq!(line["attempt"], 3);
-        assert_eq!(line["logging.googleapis.com/trace"], "projects/p/traces/abc");
+        assert_eq!(
+            line["logging.googleapis.com/trace"],
+            "projects/p/traces/abc"
+        );
         assert!(line["time"].as_str().unwrap().ends_with('Z'));
     }
 }

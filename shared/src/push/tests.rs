@@ -63,7 +63,10 @@ fn job_message_fixture_is_a_queued_property_scrape() {
         job.url.as_deref(),
         Some("https://suumo.jp/ms/chuko/tokyo/sc_shinjuku/nc_98142765/")
     );
-    assert_eq!(job.line_user_id.as_ref().unwrap().as_str(), "U1234567890abcdef");
+    assert_eq!(
+        job.line_user_id.as_ref().unwrap().as_str(),
+        "U1234567890abcdef"
+    );
     assert!(!job.check_only);
     assert_eq!(push.meta.format, "wrapped");
     assert_eq!(push.meta.delivery_attempt, None);
@@ -89,9 +92,18 @@ fn status_fixtures_are_events_with_their_own_times_and_keys() {
     let change = recorded(&processing);
     assert_eq!(change.message_id.as_str(), "1234567890");
     assert_eq!(change.status, JobStatus::Processing);
-    assert_eq!(change.key, crate::model::TraceKey { attempt: 1, rank: 1 });
+    assert_eq!(
+        change.key,
+        crate::model::TraceKey {
+            attempt: 1,
+            rank: 1
+        }
+    );
     assert_eq!(change.at, time("2023-06-01T12:35:01.456Z"));
-    assert_eq!(processing.meta.pubsub_message_id.as_deref(), Some("9000000001"));
+    assert_eq!(
+        processing.meta.pubsub_message_id.as_deref(),
+        Some("9000000001")
+    );
     assert_eq!(processing.meta.ordering_key.as_deref(), Some("1234567890"));
     assert_eq!(processing.meta.delivery_attempt, Some(1));
 
@@ -137,7 +149,10 @@ fn binary_cloudevent_falls_back_to_ce_id_and_ce_time() {
     }
     let mut headers = HeaderMap::new();
     headers.insert("ce-id", HeaderValue::from_static("777"));
-    headers.insert("ce-time", HeaderValue::from_static("2023-06-01T01:02:03.004Z"));
+    headers.insert(
+        "ce-time",
+        HeaderValue::from_static("2023-06-01T01:02:03.004Z"),
+    );
     let push = decode_push(&headers, body.to_string().as_bytes(), now()).unwrap();
     let change = recorded(&push);
     assert_eq!(change.message_id.as_str(), "777");
@@ -186,7 +201,10 @@ fn snake_case_spellings_alone_are_enough() {
 #[test]
 fn envelopes_that_are_not_pushes_are_envelope_errors() {
     let decode_raw = |raw: &[u8]| decode_push(&HeaderMap::new(), raw, now());
-    assert!(matches!(decode_raw(b"{not json"), Err(EnvelopeError::NotJson(_))));
+    assert!(matches!(
+        decode_raw(b"{not json"),
+        Err(EnvelopeError::NotJson(_))
+    ));
     assert_eq!(decode_raw(b"[1,2]"), Err(EnvelopeError::NotObject));
     assert_eq!(
         decode_raw(br#"{"subscription":"x"}"#),
@@ -207,7 +225,8 @@ fn envelopes_that_are_not_pushes_are_envelope_errors() {
 
 #[test]
 fn unreadable_job_messages_fail_their_own_job() {
-    let cases: Vec<(Value, fn(&MessageError) -> bool)> = vec![
+    type Expectation = fn(&MessageError) -> bool;
+    let cases: Vec<(Value, Expectation)> = vec![
         (
             {
                 let mut body = with_data("{}", json!({}));
@@ -226,14 +245,28 @@ fn unreadable_job_messages_fail_their_own_job() {
             matches!(e, MessageError::BadField { field: "url", .. })
         }),
         (with_data(r#"{"check_only": "yes"}"#, json!({})), |e| {
-            matches!(e, MessageError::BadField { field: "check_only", .. })
+            matches!(
+                e,
+                MessageError::BadField {
+                    field: "check_only",
+                    ..
+                }
+            )
         }),
         (
             with_data(
                 &json!({"line_user_id": "u".repeat(2000)}).to_string(),
                 json!({}),
             ),
-            |e| matches!(e, MessageError::BadField { field: "line_user_id", .. }),
+            |e| {
+                matches!(
+                    e,
+                    MessageError::BadField {
+                        field: "line_user_id",
+                        ..
+                    }
+                )
+            },
         ),
     ];
     for (body, expected) in cases {
@@ -243,8 +276,18 @@ fn unreadable_job_messages_fail_their_own_job() {
         let failed = failed.expect("the job message's own id names the job");
         assert_eq!(failed.message_id.as_str(), "555");
         assert_eq!(failed.status, JobStatus::Failed);
-        assert_eq!(failed.key, crate::model::TraceKey { attempt: 0, rank: 2 });
-        assert!(failed.error.as_deref().unwrap().contains(&error.to_string()));
+        assert_eq!(
+            failed.key,
+            crate::model::TraceKey {
+                attempt: 0,
+                rank: 2
+            }
+        );
+        assert!(failed
+            .error
+            .as_deref()
+            .unwrap()
+            .contains(&error.to_string()));
         assert_eq!(failed.at, time("2023-06-01T12:00:00.000Z"));
     }
 }
@@ -256,9 +299,18 @@ fn bad_events_fail_the_job_they_name_and_never_their_own_id() {
         (r#"{"message_id": "42", "status": "done"}"#, Some("42")),
         (r#"{"message_id": "42", "status": "queued"}"#, Some("42")),
         (r#"{"message_id": "42", "status": 3}"#, Some("42")),
-        (r#"{"message_id": "42", "status": "failed", "attempt": 0}"#, Some("42")),
-        (r#"{"message_id": "42", "status": "failed", "attempt": "2"}"#, Some("42")),
-        (r#"{"message_id": "42", "status": "success", "occurred_at": "yesterday"}"#, Some("42")),
+        (
+            r#"{"message_id": "42", "status": "failed", "attempt": 0}"#,
+            Some("42"),
+        ),
+        (
+            r#"{"message_id": "42", "status": "failed", "attempt": "2"}"#,
+            Some("42"),
+        ),
+        (
+            r#"{"message_id": "42", "status": "success", "occurred_at": "yesterday"}"#,
+            Some("42"),
+        ),
         (r#"{"message_id": 42, "status": "success"}"#, None),
         (r#"{"status": "success"}"#, None),
         ("not json at all", None),
@@ -292,13 +344,20 @@ fn unmarked_payloads_with_message_id_and_status_are_events() {
     assert_eq!(change.message_id.as_str(), "42");
     assert_eq!(change.status, JobStatus::NotFound);
     assert_eq!(change.key.attempt, 2);
-    assert_eq!(change.at, time("2023-06-01T12:00:00.000Z"), "publishTime without occurred_at");
+    assert_eq!(
+        change.at,
+        time("2023-06-01T12:00:00.000Z"),
+        "publishTime without occurred_at"
+    );
 }
 
 #[test]
 fn missing_publish_time_falls_back_to_now() {
     let mut body = with_data("{}", json!({}));
-    body["message"].as_object_mut().unwrap().remove("publishTime");
+    body["message"]
+        .as_object_mut()
+        .unwrap()
+        .remove("publishTime");
     assert_eq!(recorded(&decode(&body)).at, now());
 }
 

@@ -1,0 +1,34 @@
+# The README's two commands: `make run` and `make test`.
+SHELL := bash
+.DEFAULT_GOAL := help
+
+.PHONY: help test lint venv run stop build convergence-long
+
+help:
+	@echo "make run    - run trace-writer and trace-api locally on an embedded SecantusDB"
+	@echo "make stop   - stop what make run started"
+	@echo "make test   - formatting, clippy and every test on real servers"
+	@echo "make convergence-long - the rules' convergence test with 100,000 histories"
+
+venv:
+	@bash scripts/ensure-venv.sh
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets --locked -- -D warnings
+
+test: lint venv
+	cargo test --workspace --locked
+
+build:
+	cargo build --locked -p trace-writer -p trace-api
+
+run: venv build
+	@bash scripts/run-local.sh
+
+stop:
+	@bash scripts/run-local.sh stop
+
+convergence-long: venv
+	JOBTRACE_PURE_HISTORIES=100000 cargo test --release --locked -p job-trace-tests --test convergence -- --nocapture
+	JOBTRACE_HISTORIES=3000 cargo test --release --locked -p job-trace-tests --test store -- --nocapture the_store_agrees

@@ -1,0 +1,212 @@
+//! Random job histories: the messages one job produces (its job message and the worker's
+//! status events over one to three attempts), delivered at least once in any order.
+
+use job_trace::ids::{LineUserId, MessageId};
+use job_trace::model::{JobStatus, JobType, TraceDocument};
+use job_trace::rules::{Change, JobDetails};
+use rand::seq::SliceRandom;
+use rand::Rng;
+
+/// One job's distinct messages, in the order they were produced.
+#[derive(Debug, Clone)]
+pub struct History {
+    pub message_id: MessageId,
+    pub messages: Vec<Change>,
+}
+
+const BASE_MILLIS: i64 = 1_785_000_000_000;
+
+/// A job with 1–3 attempts: each attempt may report `processing`; every attempt but the
+/// last fails; the last succeeds, fails, finds nothing or is still running. Now and then
+/// a rejected message names the job too.
+pub fn random_history(rng: &mut impl Rng, message_id: MessageId) -> History {
+    let mut at = BASE_MILLIS + rng.random_range(0..86_400_000_i64);
+    let mut step = |rng: &mut dyn rand::RngCore| {
+        at += rng.random_range(1..20_000);
+        bson::DateTime::from_millis(at)
+    };
+    let published = step(rng);
+    let with_url = rng.random_bool(0.8);
+    let job = JobDetails {
+        job_type: if with_url {
+            JobType::PropertyScrape
+        } else {
+            JobType::BatchCheck
+        },
+        url: with_url.then(|| format!("https://suumo.jp/ms/chuko/nc_{}/", rng.random::<u32>())),
+        line_user_id: Some(LineUserId::parse(format!("U{:04}", rng.random_range(0..50))).unwrap()),
+        check_only: !with_url && rng.random_bool(0.5),
+    };
+    let mut messages = vec![Change::queued(message_id.clone(), published, job)];
+    let attempts = rng.random_range(1..=3_u32);
+    for attempt in 1..=attempts {
+        if rng.random_bool(0.85) {
+            messages.push(Change::event(
+                message_id.clone(),
+                JobStatus::Processing,
+                attempt,
+                step(rng),
+                None,
+                None,
+            ));
+        }
+        let terminal = if attempt < attempts {
+            rng.random_bool(0.9).then_some(JobStatus::Failed)
+        } else {
+            [
+                Some(JobStatus::Success),
+                Some(JobStatus::Failed),
+                Some(JobStatus::NotFound),
+                None,
+            ][rng.random_range(0..4)]
+        };
+        if let Some(status) = terminal {
+            let error = (status != JobStatus::Success)
+                .then(|| format!("attempt {attempt}: HTTP {}", rng.random_range(400..600)));
+            let result = (status == JobStatus::Success).then(|| {
+                bson::bson!({ "status": "success", "property_info": { "properties": { "name": format!("物件 {attempt}") } } })
+            });
+            messages.push(Change::event(
+                message_id.clone(),
+                status,
+                attempt,
+                step(rng),
+                error,
+                result,
+            ));
+        }
+    }
+    if rng.random_bool(0.1) {
+        let at = bson::DateTime::from_millis(
+            messages[rng.random_range(0..messages.len())]
+                .at
+                .timestamp_millis()
+                + 1,
+        );
+        messages.push(Change::rejected(
+            message_id.clone(),
+            at,
+            "message rejected: unknown status \"done\"",
+        ));
+    }
+    History {
+        message_id,
+        messages,
+    }
+}
+
+/// Every message delivered one to three times, all shuffled, for the job `message_id`.
+pub fn arrival_order(rng: &mut impl Rng, history: &History, message_id: &MessageId) -> Vec<Change> {
+    let mut arrivals = Vec::new();
+    for message in &history.messages {
+        for _ in 0..rng.random_range(1..=3) {
+            let mut copy = message.clone();
+            copy.message_id = message_id.clone();
+            arrivals.push(copy);
+        }
+    }
+    arrivals.shuffle(rng);
+    arrivals
+}
+
+/// What DESIGN.md's rules say the converged trace must show, derived from the history
+/// directly (not through the reducer): the status of the greatest key, its attempt, the
+/// current attempt's times, the earliest and latest times and the job's fields.
+pub fn check_semantics(history: &History, doc: &TraceDocument) -> Result<(), String> {
+    let current = history
+        .messages
+        .iter()
+        .max_by_key(|m| m.key)
+        .expect("a history has messages");
+    let job = history
+        .messages
+        .iter()
+        .find_map(|m| m.job.as_ref())
+        .expect("a history has its job message");
+    let attempt = current.key.attempt;
+    let time_of = |rank: u8| {
+        history
+            .messages
+            .iter()
+            .filter(|m| m.key.attempt == attempt && m.key.rank == rank)
+            .map(|m| m.at)
+            .min()
+    };
+    let mut problems = Vec::new();
+    let mut expect = |what: &str, same: bool, detail: String| {
+        if !same {
+            problems.push(format!("{what}: {detail}"));
+        }
+    };
+    expect(
+        "status",
+        doc.status == current.status,
+        format!("{:?} != {:?}", doc.status, current.status),
+    );
+    expect(
+        "attempt",
+        doc.attempt == Some(i64::from(attempt)),
+        format!("{:?} != {attempt}", doc.attempt),
+    );
+    expect(
+        "started_at",
+        doc.started_at == (if attempt == 0 { None } else { time_of(1) }),
+        format!("{:?}", doc.started_at),
+    );
+    expect(
+        "completed_at",
+        doc.completed_at == current.status.is_terminal().then_some(current.at),
+        format!("{:?}", doc.completed_at),
+    );
+    expect(
+        "error",
+        doc.error == current.error,
+        format!("{:?} != {:?}", doc.error, current.error),
+    );
+    expect(
+        "created_at",
+        doc.created_at == history.messages.iter().map(|m| m.at).min(),
+        format!("{:?}", doc.created_at),
+    );
+    expect(
+        "updated_at",
+        doc.updated_at == history.messages.iter().map(|m| m.at).max(),
+        format!("{:?}", doc.updated_at),
+    );
+    expect(
+        "url",
+        doc.url == job.url,
+        format!("{:?} != {:?}", doc.url, job.url),
+    );
+    expect(
+        "line_user_id",
+        doc.line_user_id.as_deref() == job.line_user_id.as_ref().map(|u| u.as_str()),
+        format!("{:?}", doc.line_user_id),
+    );
+    expect(
+        "job_type",
+        doc.job_type == Some(job.job_type),
+        format!("{:?}", doc.job_type),
+    );
+    expect(
+        "check_only",
+        doc.check_only == Some(job.check_only),
+        format!("{:?}", doc.check_only),
+    );
+    let mut distinct: Vec<_> = history.messages.iter().map(Change::history_entry).collect();
+    distinct.dedup();
+    expect(
+        "history",
+        doc.history.len() == distinct.len(),
+        format!(
+            "{} entries, {} distinct messages",
+            doc.history.len(),
+            distinct.len()
+        ),
+    );
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("; "))
+    }
+}
