@@ -217,28 +217,21 @@ impl TraceStore {
     /// upsert into a duplicate key, and the retry then updates the winner's document).
     pub async fn apply(&self, change: &Change) -> Result<(), StoreError> {
         let filter = doc! { "message_id": change.message_id.as_str() };
-        let pipeline = update_pipeline(change);
         self.bounded(async {
-            for _ in 0..3 {
-                match self
+            let mut tries = 0;
+            loop {
+                tries += 1;
+                let outcome = self
                     .traces
-                    .update_one(filter.clone(), pipeline.clone())
+                    .update_one(filter.clone(), update_pipeline(change))
                     .upsert(true)
-                    .await
-                {
-                    Err(error) if is_duplicate_key(&error) => continue,
-                    other => {
-                        other?;
-                        return Ok(());
-                    }
+                    .await;
+                match outcome {
+                    // One winner per key: a second duplicate key would be a real fault.
+                    Err(error) if is_duplicate_key(&error) && tries < 2 => continue,
+                    outcome => return outcome.map(|_| ()).map_err(StoreError::from),
                 }
             }
-            // Three lost races in a row cannot happen with one winner per key; report it.
-            self.traces
-                .update_one(filter, pipeline)
-                .upsert(true)
-                .await?;
-            Ok(())
         })
         .await
     }
