@@ -1,10 +1,208 @@
 //! `trace-api` as a library, so that tests run the real app on port 0.
+//!
+//! The read API of job traces, in both path styles of the seed:
+//!
+//! | route | module |
+//! | --- | --- |
+//! | `GET /api/v1/jobs/status/{message_id}`, `GET /job/status?message_id=` | [`routes::status`] |
+//! | `GET /api/v1/jobs/user/{line_user_id}`, `GET /job/user?line_user_id=` | [`routes::user`] |
+//! | `GET /api/v1/jobs/status/{message_id}/events` | [`routes::events`] |
+//! | `GET /openapi.json`, `GET /healthz`, `GET /readyz` | here and `job_trace::http` |
 
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod etag;
+pub mod line_auth;
+pub mod params;
+pub mod routes;
+pub mod watch;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{MatchedPath, Request};
+use axum::http::{header, HeaderName, HeaderValue, Method};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
 use axum::Router;
 use job_trace::http::health_routes;
 use job_trace::TraceStore;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+pub use config::ApiConfig;
+
+use crate::auth::Authenticator;
+use crate::config::Origins;
+use crate::error::{ApiError, ErrorKind, Style};
+use crate::watch::Watcher;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: TraceStore,
+    pub watcher: Watcher,
+    pub auth: Arc<Authenticator>,
+}
+
+impl AppState {
+    pub fn new(store: TraceStore, config: &ApiConfig) -> Self {
+        AppState {
+            watcher: Watcher::new(store.clone(), config.change_streams, config.poll_interval),
+            auth: Arc::new(Authenticator::new(&config.auth)),
+            store,
+        }
+    }
+}
+
+/// The process is up.
+#[utoipa::path(get, path = "/healthz", tag = "health",
+    responses((status = 200, description = "The process is up", body = Object, example = json!({"status": "ok"}))))]
+#[allow(dead_code)]
+async fn healthz_doc() {}
+
+/// The database answers.
+#[utoipa::path(get, path = "/readyz", tag = "health",
+    responses(
+        (status = 200, description = "The database answers", body = Object, example = json!({"status": "ready"})),
+        (status = 503, description = "The database does not answer", body = Object,
+            example = json!({"status": "unavailable", "error": "database unavailable"}))))]
+#[allow(dead_code)]
+async fn readyz_doc() {}
+
+/// This document.
+#[utoipa::path(get, path = "/openapi.json", tag = "health",
+    responses((status = 200, description = "The OpenAPI document of this API", body = Object)))]
+#[allow(dead_code)]
+async fn openapi_doc() {}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "trace-api",
+        description = "Job traces of the Mansion Watch scraper: the seed's two path styles (FastAPI `/api/v1/...` with `{\"detail\"}` errors and 422, standalone `/job/...` with `{\"error\"}` errors and 400), ETag/304, long-poll and server-sent events.",
+        license(name = "MIT")
+    ),
+    paths(healthz_doc, readyz_doc, openapi_doc),
+    components(schemas(error::DetailBody, error::ErrorBody)),
+    modifiers(&BearerScheme)
+)]
+struct ApiDoc;
+
+struct BearerScheme;
+
+impl utoipa::Modify for BearerScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "API_AUTH=token: the shared API token; API_AUTH=line: a LINE ID token",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The OpenAPI document, generated from the handlers' annotations.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api_router().split_for_parts().1
+}
+
+fn api_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(routes::status::by_path))
+        .routes(routes!(routes::status::by_query))
+        .routes(routes!(routes::events::stream))
+        .routes(routes!(routes::user::by_path))
+        .routes(routes!(routes::user::by_query))
+}
+
+fn cors(origins: &Origins) -> CorsLayer {
+    let allow_origin = match origins {
+        Origins::Any => AllowOrigin::any(),
+        Origins::List(list) => AllowOrigin::list(list.iter().cloned()),
+    };
+    CorsLayer::new()
+        .allow_origin(allow_origin)
+        .allow_methods([Method::GET, Method::HEAD, Method::OPTIONS])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::IF_NONE_MATCH,
+            header::CONTENT_TYPE,
+            HeaderName::from_static("last-event-id"),
+        ])
+        .expose_headers([header::ETAG])
+        .max_age(Duration::from_secs(600))
+}
+
+/// Unknown routes: 404 in the style of the path.
+async fn fallback(request: Request) -> ApiError {
+    ApiError::new(
+        Style::of_path(request.uri().path()),
+        ErrorKind::RouteNotFound,
+    )
+}
+
+/// One log line per request (route template, not the ids in it), and `nosniff`.
+async fn log_requests(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|path| path.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".into());
+    let mut response = next.run(request).await;
+    response.headers_mut().insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    let status = response.status().as_u16();
+    let micros = started.elapsed().as_micros() as u64;
+    if status >= 500 {
+        tracing::warn!(%method, route, status, micros, "request");
+    } else {
+        tracing::debug!(%method, route, status, micros, "request");
+    }
+    response
+}
 
 /// The whole HTTP surface of the function.
-pub fn app(store: TraceStore) -> Router {
-    health_routes(store)
+pub fn app(store: TraceStore, config: ApiConfig) -> Router {
+    let state = AppState::new(store.clone(), &config);
+    let (api, openapi) = api_router().with_state(state).split_for_parts();
+    let document: Arc<[u8]> = serde_json::to_vec(&openapi)
+        .expect("the OpenAPI document serializes")
+        .into();
+    let serve_document = get(move || {
+        let document = document.clone();
+        async move {
+            (
+                [(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                )],
+                Body::from(document.to_vec()),
+            )
+                .into_response()
+        }
+    });
+    Router::new()
+        .merge(api)
+        .merge(health_routes(store))
+        .route("/openapi.json", serve_document)
+        .fallback(fallback)
+        .layer(middleware::from_fn(log_requests))
+        .layer(cors(&config.origins))
 }

@@ -1,6 +1,7 @@
 //! `trace-api`: a thin shell over `job-trace`.
 
 use job_trace::http::{exit_on_config_error, serve_on_port, startup};
+use trace_api::ApiConfig;
 
 const FUNCTION: &str = "trace-api";
 
@@ -9,6 +10,9 @@ async fn main() {
     let startup = startup(FUNCTION)
         .await
         .unwrap_or_else(|error| exit_on_config_error(FUNCTION, error));
-    let router = trace_api::app(startup.store.clone());
+    let config =
+        ApiConfig::from_env().unwrap_or_else(|error| exit_on_config_error(FUNCTION, error));
+    tracing::info!(function = FUNCTION, ?config, "configured");
+    let router = trace_api::app(startup.store.clone(), config);
     serve_on_port(FUNCTION, startup.server.port, router).await;
 }

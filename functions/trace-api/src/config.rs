@@ -1,0 +1,334 @@
+//! trace-api's own configuration: CORS, access control and how long-polls learn of
+//! changes. Read with envy like the shared sections; a bad combination stops start-up
+//! with one clear line.
+
+use std::time::Duration;
+
+use axum::http::HeaderValue;
+use job_trace::config::{from_iter, ConfigError};
+use serde::Deserialize;
+
+/// `API_AUTH`: who may read traces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AuthMode {
+    /// Anyone (the original's behaviour): the default.
+    #[default]
+    None,
+    /// Server-to-server callers with the shared bearer token `API_TOKEN`.
+    Token,
+    /// Browser users with a LINE ID token; each sees only their own traces.
+    Line,
+}
+
+/// `API_CHANGE_STREAMS`: how waiting requests learn of changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ChangeStreams {
+    /// A change stream where the database offers one, else bounded polling.
+    #[default]
+    Auto,
+    /// Bounded polling only.
+    Off,
+}
+
+fn default_origins() -> String {
+    "*".into()
+}
+
+fn default_poll_millis() -> u64 {
+    500
+}
+
+#[derive(Deserialize)]
+struct RawApiConfig {
+    #[serde(default = "default_origins")]
+    cors_allowed_origins: String,
+    #[serde(default)]
+    api_auth: Option<String>,
+    #[serde(default)]
+    api_token: Option<String>,
+    #[serde(default)]
+    line_channel_id: Option<String>,
+    #[serde(default)]
+    line_channel_secret: Option<String>,
+    #[serde(default)]
+    line_jwks_url: Option<String>,
+    #[serde(default)]
+    api_change_streams: Option<String>,
+    #[serde(default = "default_poll_millis")]
+    api_poll_interval_ms: u64,
+}
+
+/// Allowed CORS origins.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Origins {
+    Any,
+    List(Vec<HeaderValue>),
+}
+
+/// How callers authenticate.
+#[derive(Clone, PartialEq)]
+pub enum Auth {
+    None,
+    Token(String),
+    Line(LineConfig),
+}
+
+/// What a LINE ID token is checked against.
+#[derive(Clone, PartialEq)]
+pub struct LineConfig {
+    pub channel_id: String,
+    /// HS256 key: the channel secret.
+    pub channel_secret: Option<String>,
+    /// ES256 keys: a JWKS URL (LINE publishes `https://api.line.me/oauth2/v2.1/certs`).
+    pub jwks_url: Option<String>,
+}
+
+/// Shortest accepted `API_TOKEN`: a shared secret must not be guessable.
+pub const MIN_TOKEN_BYTES: usize = 16;
+
+#[derive(Clone)]
+pub struct ApiConfig {
+    pub origins: Origins,
+    pub auth: Auth,
+    pub change_streams: ChangeStreams,
+    /// Period of the polling fallback (one query per period for all waiting requests).
+    pub poll_interval: Duration,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            origins: Origins::Any,
+            auth: Auth::None,
+            change_streams: ChangeStreams::Auto,
+            poll_interval: Duration::from_millis(default_poll_millis()),
+        }
+    }
+}
+
+/// Secrets never reach a log line.
+impl std::fmt::Debug for ApiConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let auth = match &self.auth {
+            Auth::None => "none".to_string(),
+            Auth::Token(_) => "token (<redacted>)".to_string(),
+            Auth::Line(line) => format!(
+                "line (channel {}, secret {}, jwks {:?})",
+                line.channel_id,
+                if line.channel_secret.is_some() {
+                    "<redacted>"
+                } else {
+                    "none"
+                },
+                line.jwks_url
+            ),
+        };
+        f.debug_struct("ApiConfig")
+            .field("origins", &self.origins)
+            .field("auth", &auth)
+            .field("change_streams", &self.change_streams)
+            .field("poll_interval", &self.poll_interval)
+            .finish()
+    }
+}
+
+fn non_empty(value: Option<String>) -> Option<String> {
+    value.filter(|v| !v.trim().is_empty())
+}
+
+fn parse_origins(raw: &str) -> Result<Origins, ConfigError> {
+    let raw = raw.trim();
+    if raw == "*" {
+        return Ok(Origins::Any);
+    }
+    let mut list = Vec::new();
+    for origin in raw.split(',').map(str::trim).filter(|o| !o.is_empty()) {
+        let looks_like_origin = (origin.starts_with("http://") || origin.starts_with("https://"))
+            && !origin.trim_end_matches('/').contains(['?', '#', ' '])
+            && origin.splitn(4, '/').nth(3).is_none_or(str::is_empty);
+        let value = HeaderValue::from_str(origin.trim_end_matches('/'))
+            .ok()
+            .filter(|_| looks_like_origin)
+            .ok_or_else(|| {
+                ConfigError(format!(
+                    "CORS_ALLOWED_ORIGINS: {origin:?} is not an origin like https://example.com (or use *)"
+                ))
+            })?;
+        list.push(value);
+    }
+    if list.is_empty() {
+        return Err(ConfigError(
+            "CORS_ALLOWED_ORIGINS is empty: give * or a comma-separated list of origins".into(),
+        ));
+    }
+    Ok(Origins::List(list))
+}
+
+impl ApiConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_vars(std::env::vars())
+    }
+
+    /// Reads and checks the section from the given variables (tests pass their own).
+    pub fn from_vars(
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let raw: RawApiConfig = from_iter(vars)?;
+        let origins = parse_origins(&raw.cors_allowed_origins)?;
+        let mode = match raw.api_auth.as_deref().map(str::trim).unwrap_or("none") {
+            "" | "none" => AuthMode::None,
+            "token" => AuthMode::Token,
+            "line" => AuthMode::Line,
+            other => {
+                return Err(ConfigError(format!(
+                    "API_AUTH must be none, token or line, got {other:?}"
+                )))
+            }
+        };
+        let change_streams = match raw
+            .api_change_streams
+            .as_deref()
+            .map(str::trim)
+            .unwrap_or("auto")
+        {
+            "" | "auto" => ChangeStreams::Auto,
+            "off" => ChangeStreams::Off,
+            other => {
+                return Err(ConfigError(format!(
+                    "API_CHANGE_STREAMS must be auto or off, got {other:?}"
+                )))
+            }
+        };
+        let auth = match mode {
+            AuthMode::None => Auth::None,
+            AuthMode::Token => {
+                let token = non_empty(raw.api_token)
+                    .ok_or_else(|| ConfigError("API_AUTH=token needs API_TOKEN".into()))?;
+                if token.len() < MIN_TOKEN_BYTES {
+                    return Err(ConfigError(format!(
+                        "API_TOKEN must be at least {MIN_TOKEN_BYTES} bytes long"
+                    )));
+                }
+                Auth::Token(token)
+            }
+            AuthMode::Line => {
+                let channel_id = non_empty(raw.line_channel_id)
+                    .ok_or_else(|| ConfigError("API_AUTH=line needs LINE_CHANNEL_ID".into()))?;
+                let channel_secret = non_empty(raw.line_channel_secret);
+                let jwks_url = non_empty(raw.line_jwks_url);
+                if channel_secret.is_none() && jwks_url.is_none() {
+                    return Err(ConfigError(
+                        "API_AUTH=line needs LINE_CHANNEL_SECRET (HS256) or LINE_JWKS_URL (ES256)"
+                            .into(),
+                    ));
+                }
+                if let Some(url) = &jwks_url {
+                    if !(url.starts_with("https://") || url.starts_with("http://")) {
+                        return Err(ConfigError(format!(
+                            "LINE_JWKS_URL must be an http(s) URL, got {url:?}"
+                        )));
+                    }
+                }
+                Auth::Line(LineConfig {
+                    channel_id,
+                    channel_secret,
+                    jwks_url,
+                })
+            }
+        };
+        if !(50..=10_000).contains(&raw.api_poll_interval_ms) {
+            return Err(ConfigError(format!(
+                "API_POLL_INTERVAL_MS must be between 50 and 10000, got {}",
+                raw.api_poll_interval_ms
+            )));
+        }
+        Ok(ApiConfig {
+            origins,
+            auth,
+            change_streams,
+            poll_interval: Duration::from_millis(raw.api_poll_interval_ms),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_are_open_like_the_original() {
+        let config = ApiConfig::from_vars(vars(&[])).unwrap();
+        assert_eq!(config.origins, Origins::Any);
+        assert!(config.auth == Auth::None);
+        assert_eq!(config.change_streams, ChangeStreams::Auto);
+    }
+
+    #[test]
+    fn origins_are_a_list_or_star() {
+        let config = ApiConfig::from_vars(vars(&[(
+            "CORS_ALLOWED_ORIGINS",
+            "https://a.example, http://localhost:3000/",
+        )]))
+        .unwrap();
+        assert_eq!(
+            config.origins,
+            Origins::List(vec![
+                HeaderValue::from_static("https://a.example"),
+                HeaderValue::from_static("http://localhost:3000"),
+            ])
+        );
+        for bad in ["", "a.example", "https://a.example/path", "ftp://x"] {
+            let error = ApiConfig::from_vars(vars(&[("CORS_ALLOWED_ORIGINS", bad)]))
+                .err()
+                .unwrap_or_else(|| panic!("{bad:?} accepted"));
+            assert!(
+                error.to_string().contains("CORS_ALLOWED_ORIGINS"),
+                "{error}"
+            );
+        }
+    }
+
+    #[test]
+    fn each_auth_mode_needs_its_settings() {
+        let error = ApiConfig::from_vars(vars(&[("API_AUTH", "token")]))
+            .err()
+            .unwrap();
+        assert!(error.to_string().contains("API_TOKEN"), "{error}");
+        let error = ApiConfig::from_vars(vars(&[("API_AUTH", "token"), ("API_TOKEN", "short")]))
+            .err()
+            .unwrap();
+        assert!(error.to_string().contains("at least 16"), "{error}");
+        let error = ApiConfig::from_vars(vars(&[("API_AUTH", "line")]))
+            .err()
+            .unwrap();
+        assert!(error.to_string().contains("LINE_CHANNEL_ID"), "{error}");
+        let error = ApiConfig::from_vars(vars(&[("API_AUTH", "line"), ("LINE_CHANNEL_ID", "1")]))
+            .err()
+            .unwrap();
+        assert!(error.to_string().contains("LINE_CHANNEL_SECRET"), "{error}");
+        let error = ApiConfig::from_vars(vars(&[("API_AUTH", "sometimes")]))
+            .err()
+            .unwrap();
+        assert!(error.to_string().contains("API_AUTH"), "{error}");
+        let ok = ApiConfig::from_vars(vars(&[
+            ("API_AUTH", "line"),
+            ("LINE_CHANNEL_ID", "1657000000"),
+            ("LINE_CHANNEL_SECRET", "s3cret-s3cret"),
+        ]))
+        .unwrap();
+        assert!(!format!("{ok:?}").contains("s3cret"));
+        let ok = ApiConfig::from_vars(vars(&[
+            ("API_AUTH", "token"),
+            ("API_TOKEN", "0123456789abcdef-token"),
+        ]))
+        .unwrap();
+        assert!(!format!("{ok:?}").contains("0123456789abcdef"));
+    }
+}

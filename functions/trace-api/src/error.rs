@@ -1,0 +1,300 @@
+//! The one error type of the API and its two renderings: FastAPI's `{"detail": ...}`
+//! (invalid parameters 422 with a list of `{loc, msg, type, input}`) for `/api/v1/...`,
+//! and the standalone server's `{"error": ...}` (invalid parameters 400) for `/job/...`.
+//!
+//! A client's mistake is always 4xx with a message that says what to fix. A fault on our
+//! side is 5xx with a fixed text; the cause is logged, never sent.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use job_trace::store::StoreError;
+use serde::Serialize;
+use serde_json::{json, Value};
+
+/// Which of the seed's two servers a route imitates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Style {
+    /// `/api/v1/...`: FastAPI.
+    FastApi,
+    /// `/job/...`: the standalone HTTP handler.
+    Standalone,
+}
+
+impl Style {
+    /// The style of a request path.
+    pub fn of_path(path: &str) -> Style {
+        if path.starts_with("/job/") || path == "/job" {
+            Style::Standalone
+        } else {
+            Style::FastApi
+        }
+    }
+}
+
+/// Where an invalid value was: `("query", "limit")`, `("path", "message_id")`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Location {
+    Query,
+    Path,
+    Header,
+}
+
+impl Location {
+    fn as_str(self) -> &'static str {
+        match self {
+            Location::Query => "query",
+            Location::Path => "path",
+            Location::Header => "header",
+        }
+    }
+}
+
+/// One invalid parameter, in FastAPI's (pydantic's) terms.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FieldError {
+    pub location: Location,
+    pub name: &'static str,
+    /// pydantic's error type, e.g. `int_parsing`, `greater_than_equal`, `missing`.
+    pub kind: &'static str,
+    pub message: String,
+    /// The offending value, cut short; `None` when it was missing.
+    pub input: Option<String>,
+}
+
+/// Values echoed back in error bodies are cut to this many characters.
+const ECHO_CHARS: usize = 64;
+
+pub fn echo(value: &str) -> String {
+    let mut cut: String = value.chars().take(ECHO_CHARS).collect();
+    if cut.len() < value.len() {
+        cut.push('…');
+    }
+    cut
+}
+
+impl FieldError {
+    pub fn new(
+        location: Location,
+        name: &'static str,
+        kind: &'static str,
+        message: impl Into<String>,
+        input: Option<&str>,
+    ) -> Self {
+        FieldError {
+            location,
+            name,
+            kind,
+            message: message.into(),
+            input: input.map(echo),
+        }
+    }
+
+    pub fn missing(location: Location, name: &'static str) -> Self {
+        FieldError::new(location, name, "missing", "Field required", None)
+    }
+
+    fn fastapi(&self) -> Value {
+        json!({
+            "type": self.kind,
+            "loc": [self.location.as_str(), self.name],
+            "msg": self.message,
+            "input": self.input,
+        })
+    }
+
+    fn standalone(&self) -> String {
+        if self.kind == "missing" {
+            format!("Missing required parameter: {}", self.name)
+        } else {
+            format!("Invalid parameter {}: {}", self.name, self.message)
+        }
+    }
+}
+
+#[derive(Debug)]
+pub enum ErrorKind {
+    /// One or more parameters are invalid or missing: 422 / 400.
+    Invalid(Vec<FieldError>),
+    /// No trace with this id (or none the caller may see): 404.
+    TraceNotFound(String),
+    /// No such route: 404.
+    RouteNotFound,
+    /// No or unusable credentials: 401.
+    Unauthenticated(&'static str),
+    /// Credentials fine, but not for this: 403.
+    Forbidden(&'static str),
+    /// The database did not answer in time or at all: 503 (logged).
+    Unavailable(String),
+    /// Anything else on our side: 500 (logged).
+    Internal(String),
+}
+
+/// An error response in the style of the route that produced it.
+#[derive(Debug)]
+pub struct ApiError {
+    pub style: Style,
+    pub kind: ErrorKind,
+}
+
+impl ApiError {
+    pub fn new(style: Style, kind: ErrorKind) -> Self {
+        ApiError { style, kind }
+    }
+
+    pub fn invalid(style: Style, errors: Vec<FieldError>) -> Self {
+        ApiError::new(style, ErrorKind::Invalid(errors))
+    }
+
+    pub fn not_found(style: Style, message_id: &str) -> Self {
+        ApiError::new(style, ErrorKind::TraceNotFound(message_id.to_owned()))
+    }
+
+    pub fn store(style: Style, error: StoreError) -> Self {
+        match error {
+            StoreError::Timeout(_) | StoreError::Database(_) => {
+                ApiError::new(style, ErrorKind::Unavailable(error.to_string()))
+            }
+            StoreError::Corrupt(_) => ApiError::new(style, ErrorKind::Internal(error.to_string())),
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match (&self.kind, self.style) {
+            (ErrorKind::Invalid(_), Style::FastApi) => StatusCode::UNPROCESSABLE_ENTITY,
+            (ErrorKind::Invalid(_), Style::Standalone) => StatusCode::BAD_REQUEST,
+            (ErrorKind::TraceNotFound(_) | ErrorKind::RouteNotFound, _) => StatusCode::NOT_FOUND,
+            (ErrorKind::Unauthenticated(_), _) => StatusCode::UNAUTHORIZED,
+            (ErrorKind::Forbidden(_), _) => StatusCode::FORBIDDEN,
+            (ErrorKind::Unavailable(_), _) => StatusCode::SERVICE_UNAVAILABLE,
+            (ErrorKind::Internal(_), _) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+/// `{"detail": ...}`: a text, or FastAPI's list of invalid parameters.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct DetailBody {
+    /// A message, or for 422 a list of `{type, loc, msg, input}`.
+    #[schema(value_type = Object)]
+    pub detail: Value,
+}
+
+/// `{"error": "..."}`: the standalone server's error body.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: String,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let detail: Value = match &self.kind {
+            ErrorKind::Invalid(errors) => match self.style {
+                Style::FastApi => Value::Array(errors.iter().map(FieldError::fastapi).collect()),
+                Style::Standalone => Value::String(
+                    errors
+                        .iter()
+                        .map(FieldError::standalone)
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                ),
+            },
+            ErrorKind::TraceNotFound(id) => {
+                Value::String(format!("Job trace not found for message ID: {id}"))
+            }
+            ErrorKind::RouteNotFound => Value::String("Not Found".into()),
+            ErrorKind::Unauthenticated(why) | ErrorKind::Forbidden(why) => {
+                Value::String((*why).into())
+            }
+            ErrorKind::Unavailable(cause) => {
+                tracing::warn!(error = %cause, "database unavailable");
+                Value::String("Service temporarily unavailable; try again".into())
+            }
+            ErrorKind::Internal(cause) => {
+                tracing::error!(error = %cause, "internal error");
+                Value::String("Internal server error".into())
+            }
+        };
+        let body = match self.style {
+            Style::FastApi => json!({ "detail": detail }),
+            Style::Standalone => json!({ "error": detail }),
+        };
+        let mut response = (status, Json(body)).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        if matches!(self.kind, ErrorKind::Unauthenticated(_)) {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if matches!(self.kind, ErrorKind::Unavailable(_)) {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn body(error: ApiError) -> (StatusCode, Value) {
+        let response = error.into_response();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[tokio::test]
+    async fn invalid_parameters_in_both_styles() {
+        let errors = vec![FieldError::new(
+            Location::Query,
+            "limit",
+            "greater_than_equal",
+            "Input should be greater than or equal to 1",
+            Some("0"),
+        )];
+        let (status, value) = body(ApiError::invalid(Style::FastApi, errors.clone())).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(
+            value,
+            json!({"detail": [{
+                "type": "greater_than_equal",
+                "loc": ["query", "limit"],
+                "msg": "Input should be greater than or equal to 1",
+                "input": "0",
+            }]})
+        );
+        let (status, value) = body(ApiError::invalid(Style::Standalone, errors)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            value,
+            json!({"error": "Invalid parameter limit: Input should be greater than or equal to 1"})
+        );
+    }
+
+    #[tokio::test]
+    async fn faults_say_nothing_of_their_cause() {
+        let (status, value) = body(ApiError::new(
+            Style::FastApi,
+            ErrorKind::Internal("secret detail at 10.0.0.1".into()),
+        ))
+        .await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(!value.to_string().contains("secret"));
+        let (status, value) = body(ApiError::new(
+            Style::Standalone,
+            ErrorKind::Unavailable("mongodb://user:pw@host".into()),
+        ))
+        .await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(!value.to_string().contains("pw"));
+    }
+
+    #[test]
+    fn echoed_values_are_cut() {
+        assert_eq!(echo("abc"), "abc");
+        assert_eq!(echo(&"x".repeat(1000)).chars().count(), ECHO_CHARS + 1);
+    }
+}

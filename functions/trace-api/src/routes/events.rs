@@ -1,0 +1,184 @@
+//! `GET /api/v1/jobs/status/{message_id}/events`: the trace as server-sent events.
+//!
+//! Each change is one `event: status` whose `id` is the body's ETag and whose `data` is
+//! the same JSON as the status route. The stream closes after a terminal status, when
+//! the trace disappears, or after [`STREAM_LIFETIME`] (the browser reconnects with
+//! `Last-Event-ID` and gets only what it has not seen). Comments keep proxies from
+//! closing an idle stream every [`HEARTBEAT`]. A reconnect whose `Last-Event-ID` is the
+//! final, terminal state gets 204, which tells `EventSource` to stop.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use job_trace::MessageId;
+use tokio::time::Instant;
+
+use crate::auth::Principal;
+use crate::error::{ApiError, Location, Style};
+use crate::params::{self, Checks, Query};
+use crate::routes::{path_value, read, Rendered};
+use crate::watch::Subscription;
+use crate::{etag, AppState};
+
+pub const HEARTBEAT: Duration = Duration::from_secs(15);
+/// Below Cloud Run's default request timeout (300 s).
+pub const STREAM_LIFETIME: Duration = Duration::from_secs(270);
+/// What the browser waits before reconnecting.
+const RETRY: Duration = Duration::from_secs(2);
+
+struct Feed {
+    state: AppState,
+    principal: Principal,
+    message_id: MessageId,
+    include_history: bool,
+    subscription: Subscription,
+    /// The tag the client has: the last one sent, or its `Last-Event-ID`.
+    last: Option<String>,
+    first: Option<Rendered>,
+    done: bool,
+    deadline: Instant,
+}
+
+fn event(rendered: &Rendered) -> Event {
+    Event::default()
+        .event("status")
+        .id(rendered.etag.clone())
+        .retry(RETRY)
+        .data(String::from_utf8_lossy(&rendered.body))
+}
+
+impl Feed {
+    async fn next(mut self) -> Option<(Result<Event, Infallible>, Feed)> {
+        if self.done {
+            return None;
+        }
+        if let Some(first) = self.first.take() {
+            self.last = Some(first.etag.clone());
+            self.done = first.terminal;
+            return Some((Ok(event(&first)), self));
+        }
+        loop {
+            tokio::time::timeout_at(self.deadline, self.subscription.changed())
+                .await
+                .ok()?;
+            let rendered = match read(
+                &self.state,
+                Style::FastApi,
+                &self.principal,
+                &self.message_id,
+                self.include_history,
+            )
+            .await
+            {
+                Ok(Some(rendered)) => rendered,
+                Ok(None) => return None,
+                Err(error) => {
+                    tracing::warn!(error = ?error.kind, "event stream read failed; closing it");
+                    return None;
+                }
+            };
+            if self.last.as_deref() == Some(rendered.etag.as_str()) {
+                continue;
+            }
+            self.last = Some(rendered.etag.clone());
+            self.done = rendered.terminal;
+            return Some((Ok(event(&rendered)), self));
+        }
+    }
+}
+
+/// The trace of one job as server-sent events.
+///
+/// Sends the current trace (unless `Last-Event-ID` names it), then every change, as
+/// `event: status` with `id` = ETag and `data` = the status JSON; closes after a
+/// terminal status. Heartbeat comments every 15 s.
+#[utoipa::path(
+    get,
+    path = "/api/v1/jobs/status/{message_id}/events",
+    tag = "jobs",
+    operation_id = "stream_job_status",
+    params(
+        ("message_id" = String, Path, description = "The Pub/Sub messageId of the job (URL-encoded; at most 1024 bytes)"),
+        crate::routes::docs::EventsQueryDoc,
+        ("Last-Event-ID" = Option<String>, Header, description = "The id of the last event received, to resume"),
+    ),
+    responses(
+        (status = 200, description = "An event stream of `status` events", content_type = "text/event-stream", body = String),
+        (status = 204, description = "Last-Event-ID is the trace's final state: nothing more will come"),
+        (status = 401, description = "Missing or invalid credentials", body = crate::error::DetailBody),
+        (status = 404, description = "No such trace (or another user's)", body = crate::error::DetailBody),
+        (status = 422, description = "Invalid parameters", body = crate::error::DetailBody),
+        (status = 503, description = "Database unavailable", body = crate::error::DetailBody),
+    ),
+    security((), ("bearer" = []))
+)]
+pub async fn stream(
+    State(state): State<AppState>,
+    principal: Principal,
+    path: Result<Path<String>, PathRejection>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let style = Style::FastApi;
+    let mut checks = Checks::default();
+    let parsed = checks
+        .take(Query::parse(query.as_deref()))
+        .unwrap_or_default();
+    let message_id = match path_value("message_id", path) {
+        Ok(raw) => checks.take(params::message_id(Location::Path, Some(&raw))),
+        Err(error) => {
+            checks.push(error);
+            None
+        }
+    };
+    let include_history = checks.take(params::include_history(&parsed));
+    checks
+        .finish()
+        .map_err(|errors| ApiError::invalid(style, errors))?;
+    let (Some(message_id), Some(include_history)) = (message_id, include_history) else {
+        return Err(ApiError::invalid(style, Vec::new()));
+    };
+    let last_event_id = headers
+        .get("last-event-id")
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned);
+
+    let subscription = state.watcher.subscribe(message_id.as_str());
+    let rendered = read(&state, style, &principal, &message_id, include_history)
+        .await?
+        .ok_or_else(|| ApiError::not_found(style, message_id.as_str()))?;
+    let resumed = last_event_id
+        .as_deref()
+        .is_some_and(|last| etag::same_event(last, &rendered.etag));
+    if resumed && rendered.terminal {
+        return Ok((
+            StatusCode::NO_CONTENT,
+            [(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"))],
+        )
+            .into_response());
+    }
+    let feed = Feed {
+        last: resumed.then(|| rendered.etag.clone()),
+        first: (!resumed).then_some(rendered),
+        state,
+        principal,
+        message_id,
+        include_history,
+        subscription,
+        done: false,
+        deadline: Instant::now() + STREAM_LIFETIME,
+    };
+    let events = futures::stream::unfold(feed, Feed::next);
+    let mut response = Sse::new(events)
+        .keep_alive(KeepAlive::new().interval(HEARTBEAT).text("heartbeat"))
+        .into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    Ok(response)
+}

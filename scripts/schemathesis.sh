@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Fuzzes a live trace-api from its own OpenAPI document with schemathesis and fails on any
+# 5xx (and on any other failed check).
+#
+#   scripts/schemathesis.sh install      # only install the pinned schemathesis
+#   scripts/schemathesis.sh BASE_URL     # e.g. http://127.0.0.1:8081 (server must be up)
+#
+# The test `api_fuzz` (tests/tests/api_fuzz.rs) starts trace-api on a free loopback port
+# over a real SecantusDB with seeded traces and runs this script against it; that is how
+# `make test` runs it. Schemathesis lives in the project-local virtualenv
+# .venv-schemathesis, pinned, installed once (a lock serialises concurrent installs).
+# The run is bounded: examples per operation, request timeout, and a hard wall-clock cap.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+venv="$root/.venv-schemathesis"
+pin="schemathesis==4.32.5"
+marker="$venv/.installed-$pin"
+
+install() {
+  [ -f "$marker" ] && return 0
+  mkdir -p "$root/target"
+  exec 8>"$root/target/.venv-schemathesis.lock"
+  flock 8
+  [ -f "$marker" ] && return 0
+  local python="${PYTHON:-python3}"
+  if ! command -v "$python" >/dev/null 2>&1; then
+    echo "schemathesis.sh: $python not found; install Python 3.10 or newer" >&2
+    return 1
+  fi
+  echo "schemathesis.sh: installing $pin into $venv" >&2
+  rm -rf "$venv"
+  "$python" -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "$pin" >&2
+  touch "$marker"
+}
+
+if [ "${1:-}" = "" ]; then
+  echo "usage: $0 install | BASE_URL" >&2
+  exit 2
+fi
+install
+[ "$1" = "install" ] && exit 0
+
+base="${1%/}"
+# Hard cap on the whole run (the Rust test also bounds it); seconds.
+budget="${SCHEMATHESIS_BUDGET_SECONDS:-100}"
+examples="${SCHEMATHESIS_MAX_EXAMPLES:-60}"
+export SCHEMATHESIS_HOOKS=""
+export NO_COLOR=1
+set -x
+exec timeout --kill-after=5 "$budget" "$venv/bin/st" run "$base/openapi.json" \
+  --url "$base" \
+  --checks all \
+  --max-examples "$examples" \
+  --request-timeout 5 \
+  --workers 2 \
+  --seed 4 \
+  --no-color \
+  --suppress-health-check all \
+  ${SCHEMATHESIS_EXTRA_ARGS:-}
