@@ -2,8 +2,9 @@
 # Fuzzes a live trace-api from its own OpenAPI document with schemathesis and fails on any
 # 5xx (and on any other failed check).
 #
-#   scripts/schemathesis.sh install      # only install the pinned schemathesis
-#   scripts/schemathesis.sh BASE_URL     # e.g. http://127.0.0.1:8081 (server must be up)
+#   scripts/schemathesis.sh install        # only install the pinned tools
+#   scripts/schemathesis.sh validate FILE  # validate an OpenAPI document (openapi-spec-validator)
+#   scripts/schemathesis.sh BASE_URL       # e.g. http://127.0.0.1:8081 (server must be up)
 #
 # The test `api_fuzz` (tests/tests/api_fuzz.rs) starts trace-api on a free loopback port
 # over a real SecantusDB with seeded traces and runs this script against it; that is how
@@ -13,8 +14,8 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="$root/.venv-schemathesis"
-pin="schemathesis==4.32.5"
-marker="$venv/.installed-$pin"
+pins=("schemathesis==4.32.5" "openapi-spec-validator==0.9.0")
+marker="$venv/.installed-${pins[0]}-${pins[1]}"
 
 install() {
   [ -f "$marker" ] && return 0
@@ -27,10 +28,9 @@ install() {
     echo "schemathesis.sh: $python not found; install Python 3.10 or newer" >&2
     return 1
   fi
-  echo "schemathesis.sh: installing $pin into $venv" >&2
-  rm -rf "$venv"
-  "$python" -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check "$pin" >&2
+  echo "schemathesis.sh: installing ${pins[*]} into $venv" >&2
+  [ -x "$venv/bin/pip" ] || "$python" -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "${pins[@]}" >&2
   touch "$marker"
 }
 
@@ -40,6 +40,9 @@ if [ "${1:-}" = "" ]; then
 fi
 install
 [ "$1" = "install" ] && exit 0
+if [ "$1" = "validate" ]; then
+  exec "$venv/bin/openapi-spec-validator" "$2"
+fi
 
 base="${1%/}"
 # Hard cap on the whole run (the Rust test also bounds it); seconds.
