@@ -1,0 +1,437 @@
+//! CORS and access control (`API_AUTH=none | token | line`) against a real SecantusDB,
+//! with LINE ID tokens signed here: HS256 with a channel secret, ES256 with a key set
+//! served on a loopback port.
+
+mod api_common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use api_common::*;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use job_trace::model::JobType;
+use p256::ecdsa::signature::Signer;
+use p256::ecdsa::{Signature, SigningKey};
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use trace_api::ApiConfig;
+
+const CHANNEL_ID: &str = "1657000000";
+const CHANNEL_SECRET: &str = "test-channel-secret-not-a-real-one";
+const API_TOKEN: &str = "test-token-0123456789abcdef";
+
+fn config(vars: &[(&str, &str)]) -> ApiConfig {
+    ApiConfig::from_vars(
+        vars.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<Vec<_>>(),
+    )
+    .expect("valid configuration")
+}
+
+fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+fn claims(sub: &str) -> Value {
+    json!({
+        "iss": "https://access.line.me",
+        "sub": sub,
+        "aud": CHANNEL_ID,
+        "exp": now() + 600,
+        "iat": now(),
+        "name": "Test User",
+    })
+}
+
+fn hs256(claims: &Value, secret: &str) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()).unwrap(),
+    )
+    .unwrap()
+}
+
+/// A JWS signed by hand (not by the library under test): header, claims, P-256 r||s.
+fn es256(claims: &Value, key: &SigningKey, kid: &str) -> String {
+    let header = json!({ "alg": "ES256", "typ": "JWT", "kid": kid });
+    let signing_input = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header.to_string()),
+        URL_SAFE_NO_PAD.encode(claims.to_string())
+    );
+    let signature: Signature = key.sign(signing_input.as_bytes());
+    format!(
+        "{signing_input}.{}",
+        URL_SAFE_NO_PAD.encode(signature.to_bytes())
+    )
+}
+
+fn jwk(key: &SigningKey, kid: &str) -> Value {
+    let point = key.verifying_key().to_sec1_bytes();
+    assert_eq!(point.len(), 65, "uncompressed P-256 point");
+    json!({
+        "kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig", "kid": kid,
+        "x": URL_SAFE_NO_PAD.encode(&point[1..33]),
+        "y": URL_SAFE_NO_PAD.encode(&point[33..65]),
+    })
+}
+
+fn signing_key(seed: u8) -> SigningKey {
+    let mut bytes = [seed; 32];
+    bytes[0] = 1;
+    SigningKey::from_slice(&bytes).unwrap()
+}
+
+/// Serves `body` as JSON to every request on a loopback port; counts the requests.
+async fn serve_jwks(body: Value) -> (String, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .unwrap();
+    let url = format!(
+        "http://{}/oauth2/v2.1/certs",
+        listener.local_addr().unwrap()
+    );
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counter = hits.clone();
+    let body = body.to_string();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            let body = body.clone();
+            tokio::spawn(async move {
+                let mut request = vec![0u8; 4096];
+                let _ = socket.read(&mut request).await;
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = socket.write_all(response.as_bytes()).await;
+            });
+        }
+    });
+    (url, hits)
+}
+
+async fn get_as(api: &Api, path: &str, token: Option<&str>) -> (u16, Value) {
+    let mut request = api.http.get(api.url(path));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+async fn two_users(api: &Api) {
+    apply_all(
+        &api.store,
+        &[
+            queued("mine", "Ualice", JobType::PropertyScrape, 0),
+            queued("theirs", "Ubob", JobType::PropertyScrape, 1),
+        ],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn cors_allows_any_origin_by_default_answers_preflight_and_exposes_the_etag() {
+    let api = Api::start("api_cors_any", ApiConfig::default()).await;
+    two_users(&api).await;
+    let preflight = api
+        .http
+        .request(
+            reqwest::Method::OPTIONS,
+            api.url("/api/v1/jobs/status/mine"),
+        )
+        .header("origin", "https://app.example")
+        .header("access-control-request-method", "GET")
+        .header(
+            "access-control-request-headers",
+            "if-none-match, authorization",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(preflight.status().is_success(), "{}", preflight.status());
+    let headers = preflight.headers();
+    assert_eq!(headers["access-control-allow-origin"], "*");
+    let methods = headers["access-control-allow-methods"].to_str().unwrap();
+    assert!(methods.contains("GET"), "{methods}");
+    let allowed = headers["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .to_ascii_lowercase();
+    for header in ["if-none-match", "authorization", "last-event-id"] {
+        assert!(allowed.contains(header), "{allowed}");
+    }
+
+    let response = api
+        .http
+        .get(api.url("/api/v1/jobs/status/mine"))
+        .header("origin", "https://app.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["access-control-allow-origin"], "*");
+    let exposed = response.headers()["access-control-expose-headers"]
+        .to_str()
+        .unwrap()
+        .to_ascii_lowercase();
+    assert!(exposed.contains("etag"), "{exposed}");
+}
+
+#[tokio::test]
+async fn cors_with_a_list_admits_only_listed_origins() {
+    let api = Api::start(
+        "api_cors_list",
+        config(&[(
+            "CORS_ALLOWED_ORIGINS",
+            "https://app.example,http://localhost:3000",
+        )]),
+    )
+    .await;
+    two_users(&api).await;
+    for origin in ["https://app.example", "http://localhost:3000"] {
+        let response = api
+            .http
+            .request(
+                reqwest::Method::OPTIONS,
+                api.url("/job/status?message_id=mine"),
+            )
+            .header("origin", origin)
+            .header("access-control-request-method", "GET")
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success());
+        assert_eq!(response.headers()["access-control-allow-origin"], origin);
+        let vary = response.headers()["vary"]
+            .to_str()
+            .unwrap()
+            .to_ascii_lowercase();
+        assert!(vary.contains("origin"), "{vary}");
+    }
+    let response = api
+        .http
+        .get(api.url("/api/v1/jobs/status/mine"))
+        .header("origin", "https://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        200,
+        "CORS is the browser's check, not ours"
+    );
+    assert!(!response
+        .headers()
+        .contains_key("access-control-allow-origin"));
+}
+
+#[tokio::test]
+async fn token_mode_needs_the_shared_token() {
+    let api = Api::start(
+        "api_token",
+        config(&[("API_AUTH", "token"), ("API_TOKEN", API_TOKEN)]),
+    )
+    .await;
+    two_users(&api).await;
+    for (path, key) in [
+        ("/api/v1/jobs/status/mine", "detail"),
+        ("/api/v1/jobs/user/Ualice", "detail"),
+        ("/api/v1/jobs/status/mine/events", "detail"),
+        ("/job/status?message_id=mine", "error"),
+        ("/job/user?line_user_id=Ualice", "error"),
+    ] {
+        let response = api.get(path).await;
+        assert_eq!(response.status(), 401, "{path}");
+        assert_eq!(response.headers()["www-authenticate"], "Bearer");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body[key], "Not authenticated", "{path}");
+
+        for wrong in [
+            "test-token-0123456789abcdeX",
+            "test-token-0123456789abcdef0",
+            "",
+            "x",
+        ] {
+            let (status, body) = get_as(&api, path, Some(wrong)).await;
+            assert_eq!(status, 401, "{path} {wrong:?}: {body}");
+        }
+        let response = api
+            .http
+            .get(api.url(path))
+            .header("authorization", format!("Basic {API_TOKEN}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 401, "{path}: only Bearer");
+    }
+    let (status, body) = get_as(&api, "/api/v1/jobs/status/theirs", Some(API_TOKEN)).await;
+    assert_eq!((status, body["message_id"].clone()), (200, json!("theirs")));
+    let (status, body) = get_as(&api, "/job/user?line_user_id=Ualice", Some(API_TOKEN)).await;
+    assert_eq!((status, body["total_count"].clone()), (200, json!(1)));
+    // Health, readiness and the API description stay open.
+    for path in ["/healthz", "/readyz", "/openapi.json"] {
+        assert_eq!(api.get(path).await.status(), 200, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn line_mode_shows_a_user_only_their_own_traces() {
+    let api = Api::start(
+        "api_line_hs256",
+        config(&[
+            ("API_AUTH", "line"),
+            ("LINE_CHANNEL_ID", CHANNEL_ID),
+            ("LINE_CHANNEL_SECRET", CHANNEL_SECRET),
+        ]),
+    )
+    .await;
+    two_users(&api).await;
+    let alice = hs256(&claims("Ualice"), CHANNEL_SECRET);
+
+    let (status, body) = get_as(&api, "/api/v1/jobs/status/mine", Some(&alice)).await;
+    assert_eq!(
+        (status, body["line_user_id"].clone()),
+        (200, json!("Ualice"))
+    );
+    let (status, body) = get_as(&api, "/job/status?message_id=mine", Some(&alice)).await;
+    assert_eq!(status, 200, "{body}");
+    // Another user's job is indistinguishable from a missing one.
+    let (status, body) = get_as(&api, "/api/v1/jobs/status/theirs", Some(&alice)).await;
+    assert_eq!(
+        (status, body),
+        (
+            404,
+            json!({"detail": "Job trace not found for message ID: theirs"})
+        )
+    );
+    let (status, _) = get_as(&api, "/job/status?message_id=theirs", Some(&alice)).await;
+    assert_eq!(status, 404);
+    let (status, _) = get_as(&api, "/api/v1/jobs/status/theirs/events", Some(&alice)).await;
+    assert_eq!(status, 404);
+
+    let (status, body) = get_as(&api, "/api/v1/jobs/user/Ualice", Some(&alice)).await;
+    assert_eq!((status, body["total_count"].clone()), (200, json!(1)));
+    let (status, body) = get_as(&api, "/api/v1/jobs/user/Ubob", Some(&alice)).await;
+    assert_eq!(
+        (status, body),
+        (
+            403,
+            json!({"detail": "Not allowed to list another user's jobs"})
+        )
+    );
+    let (status, body) = get_as(&api, "/job/user?line_user_id=Ubob", Some(&alice)).await;
+    assert_eq!(
+        (status, body),
+        (
+            403,
+            json!({"error": "Not allowed to list another user's jobs"})
+        )
+    );
+
+    // Refusals: each a 401 that does not say which check failed.
+    let mut expired = claims("Ualice");
+    expired["exp"] = json!(now() - 3600);
+    let mut other_channel = claims("Ualice");
+    other_channel["aud"] = json!("1999999999");
+    let mut other_issuer = claims("Ualice");
+    other_issuer["iss"] = json!("https://evil.example");
+    let mut no_exp = claims("Ualice");
+    no_exp.as_object_mut().unwrap().remove("exp");
+    let unsigned = format!(
+        "{}.{}.",
+        URL_SAFE_NO_PAD.encode(r#"{"alg":"none","typ":"JWT"}"#),
+        URL_SAFE_NO_PAD.encode(claims("Ualice").to_string())
+    );
+    let tampered = {
+        let mut parts: Vec<String> = alice.split('.').map(str::to_owned).collect();
+        parts[1] = URL_SAFE_NO_PAD.encode(claims("Ubob").to_string());
+        parts.join(".")
+    };
+    let refusals = [
+        ("expired", hs256(&expired, CHANNEL_SECRET)),
+        ("another channel", hs256(&other_channel, CHANNEL_SECRET)),
+        ("another issuer", hs256(&other_issuer, CHANNEL_SECRET)),
+        ("no exp", hs256(&no_exp, CHANNEL_SECRET)),
+        ("wrong secret", hs256(&claims("Ualice"), "another-secret")),
+        ("alg none", unsigned),
+        ("tampered claims", tampered),
+        (
+            "ES256 without a key set",
+            es256(&claims("Ualice"), &signing_key(7), "k1"),
+        ),
+        ("garbage", "not.a.token".into()),
+        ("huge", "a".repeat(20_000)),
+    ];
+    for (what, token) in refusals {
+        let (status, body) = get_as(&api, "/api/v1/jobs/status/mine", Some(&token)).await;
+        assert_eq!(status, 401, "{what}: {body}");
+        assert_eq!(body, json!({"detail": "Invalid token"}), "{what}");
+    }
+    let (status, _) = get_as(&api, "/api/v1/jobs/status/mine", None).await;
+    assert_eq!(status, 401);
+}
+
+#[tokio::test]
+async fn line_mode_verifies_es256_tokens_with_keys_from_the_jwks_url() {
+    let key = signing_key(3);
+    let (jwks_url, hits) = serve_jwks(json!({ "keys": [jwk(&key, "line-key-1")] })).await;
+    let api = Api::start(
+        "api_line_es256",
+        config(&[
+            ("API_AUTH", "line"),
+            ("LINE_CHANNEL_ID", CHANNEL_ID),
+            ("LINE_JWKS_URL", &jwks_url),
+        ]),
+    )
+    .await;
+    two_users(&api).await;
+    let alice = es256(&claims("Ualice"), &key, "line-key-1");
+    for _ in 0..3 {
+        let (status, body) = get_as(&api, "/api/v1/jobs/status/mine", Some(&alice)).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    assert_eq!(hits.load(Ordering::SeqCst), 1, "the key set is cached");
+    let (status, _) = get_as(&api, "/api/v1/jobs/user/Ubob", Some(&alice)).await;
+    assert_eq!(status, 403);
+
+    let impostor = es256(&claims("Ualice"), &signing_key(9), "line-key-1");
+    let unknown_kid = es256(&claims("Ualice"), &key, "line-key-2");
+    let hs = hs256(&claims("Ualice"), CHANNEL_SECRET);
+    for (what, token) in [
+        ("another key", impostor),
+        ("unknown kid", unknown_kid),
+        ("HS256 without a channel secret", hs),
+    ] {
+        let (status, body) = get_as(&api, "/api/v1/jobs/status/mine", Some(&token)).await;
+        assert_eq!(status, 401, "{what}: {body}");
+    }
+}
+
+#[tokio::test]
+async fn an_unreachable_key_set_is_our_fault_not_the_users() {
+    let dead = format!("http://127.0.0.1:{}/certs", job_trace_tests::free_port());
+    let api = Api::start(
+        "api_line_no_jwks",
+        config(&[
+            ("API_AUTH", "line"),
+            ("LINE_CHANNEL_ID", CHANNEL_ID),
+            ("LINE_JWKS_URL", &dead),
+        ]),
+    )
+    .await;
+    let token = es256(&claims("Ualice"), &signing_key(3), "k");
+    let (status, body) = get_as(&api, "/api/v1/jobs/status/mine", Some(&token)).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(!body.to_string().contains("127.0.0.1"), "{body}");
+}
