@@ -172,12 +172,32 @@ impl ApiError {
     }
 }
 
-/// `{"detail": ...}`: a text, or FastAPI's list of invalid parameters.
+/// FastAPI's error body: `{"detail": "..."}`.
 #[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = HTTPError)]
 pub struct DetailBody {
-    /// A message, or for 422 a list of `{type, loc, msg, input}`.
-    #[schema(value_type = Object)]
-    pub detail: Value,
+    pub detail: String,
+}
+
+/// FastAPI's body for invalid parameters (422): `{"detail": [{type, loc, msg, input}]}`.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = HTTPValidationError)]
+pub struct ValidationBody {
+    pub detail: Vec<ValidationErrorDoc>,
+}
+
+/// One invalid parameter.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = ValidationError)]
+pub struct ValidationErrorDoc {
+    /// pydantic's error type, e.g. `int_parsing`, `greater_than_equal`, `missing`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Where: `["query", "limit"]`, `["path", "message_id"]`.
+    pub loc: Vec<String>,
+    pub msg: String,
+    /// The offending value (cut to 64 characters), `null` when missing.
+    pub input: Option<String>,
 }
 
 /// `{"error": "..."}`: the standalone server's error body.

@@ -90,7 +90,7 @@ async fn openapi_doc() {}
         license(name = "MIT")
     ),
     paths(healthz_doc, readyz_doc, openapi_doc),
-    components(schemas(error::DetailBody, error::ErrorBody)),
+    components(schemas(error::DetailBody, error::ValidationBody, error::ErrorBody)),
     modifiers(&BearerScheme)
 )]
 struct ApiDoc;

@@ -84,7 +84,7 @@ pub fn line_user_id(location: Location, raw: Option<&str>) -> Result<LineUserId,
 }
 
 fn integer(name: &'static str, raw: &str, min: u64, max: u64) -> Result<u64, FieldError> {
-    let value: i128 = raw.trim().parse().map_err(|_| {
+    let value: i128 = raw.parse().map_err(|_| {
         FieldError::new(
             Location::Query,
             name,
@@ -140,7 +140,7 @@ pub fn statuses(query: &Query) -> Result<Vec<JobStatus>, FieldError> {
     let mut statuses = Vec::new();
     for raw in query.all("status") {
         for item in raw.split(',') {
-            let status: JobStatus = item.trim().parse().map_err(|_| {
+            let status: JobStatus = item.parse().map_err(|_| {
                 FieldError::new(
                     Location::Query,
                     "status",
@@ -162,7 +162,7 @@ pub fn job_type(query: &Query) -> Result<Option<JobType>, FieldError> {
     query
         .last("job_type")
         .map(|raw| {
-            raw.trim().parse().map_err(|_| {
+            raw.parse().map_err(|_| {
                 FieldError::new(
                     Location::Query,
                     "job_type",
@@ -179,10 +179,9 @@ pub fn job_type(query: &Query) -> Result<Option<JobType>, FieldError> {
 pub fn include_history(query: &Query) -> Result<bool, FieldError> {
     let mut history = false;
     for raw in query.all("include") {
-        for item in raw.split(',').map(str::trim) {
+        for item in raw.split(',') {
             match item {
                 "history" => history = true,
-                "" => {}
                 _ => {
                     return Err(FieldError::new(
                         Location::Query,

@@ -84,6 +84,21 @@ pub struct JobTrace {
     pub history: Option<Vec<HistoryEntry>>,
 }
 
+/// One server-sent event of the events route: `event: status`, `id` = the trace's ETag,
+/// `data` = the status JSON (a `JobTrace`).
+#[derive(ToSchema)]
+pub struct StatusEvent {
+    #[schema(pattern = "^status$")]
+    pub event: String,
+    /// The ETag of the trace this event carries; send it back as `Last-Event-ID`.
+    pub id: String,
+    /// Reconnection delay in milliseconds.
+    pub retry: Option<u64>,
+    /// The trace as JSON, exactly as `GET /api/v1/jobs/status/{message_id}` renders it.
+    #[schema(content_media_type = "application/json")]
+    pub data: String,
+}
+
 /// A page of a user's jobs.
 #[derive(ToSchema)]
 pub struct JobList {
@@ -102,7 +117,7 @@ pub struct StatusQueryDoc {
     #[param(minimum = 0, maximum = 30)]
     pub wait: Option<u32>,
     /// `history` adds job_type, attempt, expire_at and history to the body.
-    #[param(pattern = "^history$")]
+    #[param(pattern = "^history(,history)*$")]
     pub include: Option<String>,
 }
 
@@ -110,7 +125,7 @@ pub struct StatusQueryDoc {
 #[into_params(parameter_in = Query)]
 pub struct EventsQueryDoc {
     /// `history` adds job_type, attempt, expire_at and history to each event.
-    #[param(pattern = "^history$")]
+    #[param(pattern = "^history(,history)*$")]
     pub include: Option<String>,
 }
 
@@ -131,6 +146,6 @@ pub struct UserQueryDoc {
     /// property_scrape or batch_check.
     pub job_type: Option<JobTypeDoc>,
     /// `history` adds job_type, attempt, expire_at and history to each job.
-    #[param(pattern = "^history$")]
+    #[param(pattern = "^history(,history)*$")]
     pub include: Option<String>,
 }

@@ -103,16 +103,16 @@ impl Feed {
     tag = "jobs",
     operation_id = "stream_job_status",
     params(
-        ("message_id" = String, Path, description = "The Pub/Sub messageId of the job (URL-encoded; at most 1024 bytes)"),
+        ("message_id" = String, Path, description = "The Pub/Sub messageId of the job (URL-encoded; at most 1024 bytes of UTF-8, no control characters)", pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$", min_length = 1, max_length = 1024, example = "1234567890"),
         crate::routes::docs::EventsQueryDoc,
         ("Last-Event-ID" = Option<String>, Header, description = "The id of the last event received, to resume"),
     ),
     responses(
-        (status = 200, description = "An event stream of `status` events", content_type = "text/event-stream", body = String),
+        (status = 200, description = "An event stream of `status` events", content_type = "text/event-stream", body = crate::routes::docs::StatusEvent),
         (status = 204, description = "Last-Event-ID is the trace's final state: nothing more will come"),
         (status = 401, description = "Missing or invalid credentials", body = crate::error::DetailBody),
         (status = 404, description = "No such trace (or another user's)", body = crate::error::DetailBody),
-        (status = 422, description = "Invalid parameters", body = crate::error::DetailBody),
+        (status = 422, description = "Invalid parameters", body = crate::error::ValidationBody),
         (status = 503, description = "Database unavailable", body = crate::error::DetailBody),
     ),
     security((), ("bearer" = []))

@@ -102,7 +102,7 @@ async fn respond(
     tag = "jobs",
     operation_id = "get_job_status",
     params(
-        ("message_id" = String, Path, description = "The Pub/Sub messageId of the job (URL-encoded; at most 1024 bytes)"),
+        ("message_id" = String, Path, description = "The Pub/Sub messageId of the job (URL-encoded; at most 1024 bytes of UTF-8, no control characters)", pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$", min_length = 1, max_length = 1024, example = "1234567890"),
         crate::routes::docs::StatusQueryDoc,
         ("If-None-Match" = Option<String>, Header, description = "An ETag from an earlier answer"),
     ),
@@ -113,7 +113,7 @@ async fn respond(
         (status = 304, description = "Unchanged since If-None-Match (after waiting, with wait)"),
         (status = 401, description = "Missing or invalid credentials", body = crate::error::DetailBody),
         (status = 404, description = "No such trace (or another user's)", body = crate::error::DetailBody),
-        (status = 422, description = "Invalid parameters", body = crate::error::DetailBody),
+        (status = 422, description = "Invalid parameters", body = crate::error::ValidationBody),
         (status = 503, description = "Database unavailable", body = crate::error::DetailBody),
     ),
     security((), ("bearer" = []))
@@ -145,7 +145,7 @@ pub async fn by_path(
     tag = "jobs (standalone)",
     operation_id = "get_job_status_standalone",
     params(
-        ("message_id" = String, Query, description = "The Pub/Sub messageId of the job (at most 1024 bytes)"),
+        ("message_id" = String, Query, description = "The Pub/Sub messageId of the job (at most 1024 bytes of UTF-8, no control characters)", pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$", min_length = 1, max_length = 1024, example = "1234567890"),
         crate::routes::docs::StatusQueryDoc,
         ("If-None-Match" = Option<String>, Header, description = "An ETag from an earlier answer"),
     ),

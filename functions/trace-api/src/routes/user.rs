@@ -106,14 +106,14 @@ async fn respond(
     tag = "jobs",
     operation_id = "get_user_jobs",
     params(
-        ("line_user_id" = String, Path, description = "The LINE user id (URL-encoded; at most 1024 bytes)"),
+        ("line_user_id" = String, Path, description = "The LINE user id (URL-encoded; at most 1024 bytes of UTF-8, no control characters)", pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$", min_length = 1, max_length = 1024, example = "U1234567890abcdef"),
         crate::routes::docs::UserQueryDoc,
     ),
     responses(
         (status = 200, description = "A page of the user's jobs", body = crate::routes::docs::JobList),
         (status = 401, description = "Missing or invalid credentials", body = crate::error::DetailBody),
         (status = 403, description = "Another user's jobs", body = crate::error::DetailBody),
-        (status = 422, description = "Invalid parameters", body = crate::error::DetailBody),
+        (status = 422, description = "Invalid parameters", body = crate::error::ValidationBody),
         (status = 503, description = "Database unavailable", body = crate::error::DetailBody),
     ),
     security((), ("bearer" = []))
@@ -141,7 +141,7 @@ pub async fn by_path(
     tag = "jobs (standalone)",
     operation_id = "get_user_jobs_standalone",
     params(
-        ("line_user_id" = String, Query, description = "The LINE user id (at most 1024 bytes)"),
+        ("line_user_id" = String, Query, description = "The LINE user id (at most 1024 bytes of UTF-8, no control characters)", pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$", min_length = 1, max_length = 1024, example = "U1234567890abcdef"),
         crate::routes::docs::UserQueryDoc,
     ),
     responses(
