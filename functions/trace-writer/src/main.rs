@@ -1,14 +1,31 @@
 //! `trace-writer`: a thin shell over `job-trace`.
 
 use job_trace::http::{exit_on_config_error, serve_on_port, startup};
+use trace_writer::{PushAuth, WriterConfig};
 
 const FUNCTION: &str = "trace-writer";
 
 #[tokio::main]
 async fn main() {
+    job_trace::telemetry::init();
+    let config =
+        WriterConfig::from_env().unwrap_or_else(|error| exit_on_config_error(FUNCTION, error));
     let startup = startup(FUNCTION)
         .await
         .unwrap_or_else(|error| exit_on_config_error(FUNCTION, error));
-    let router = trace_writer::app(startup.store.clone());
+    match &config.auth {
+        PushAuth::None => tracing::warn!(
+            function = FUNCTION,
+            "PUSH_AUTH=none: pushes are accepted WITHOUT authentication; for local runs and \
+             the Pub/Sub emulator only, never in production"
+        ),
+        PushAuth::Oidc(oidc) => tracing::info!(
+            function = FUNCTION,
+            audience = %oidc.audience,
+            accounts = oidc.service_accounts.len(),
+            "pushes must carry a Google-signed OIDC token"
+        ),
+    }
+    let router = trace_writer::app(startup.store.clone(), config);
     serve_on_port(FUNCTION, startup.server.port, router).await;
 }

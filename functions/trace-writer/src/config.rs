@@ -1,0 +1,196 @@
+//! trace-writer's own configuration: how pushes are authenticated.
+
+use std::time::Duration;
+
+use job_trace::config::{from_iter, ConfigError};
+use job_trace::oidc::{OidcConfig, GOOGLE_JWKS_URL};
+use job_trace::request::checked_project;
+use serde::Deserialize;
+
+/// How `POST /` authenticates its caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PushAuth {
+    /// Google-signed OIDC tokens (production).
+    Oidc(OidcConfig),
+    /// No authentication: local runs and the Pub/Sub emulator only.
+    None,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriterConfig {
+    pub auth: PushAuth,
+    /// `GOOGLE_CLOUD_PROJECT`: names the Cloud Trace of correlated log lines.
+    pub trace_project: Option<String>,
+}
+
+fn default_auth() -> String {
+    "oidc".into()
+}
+
+fn default_jwks_url() -> String {
+    GOOGLE_JWKS_URL.into()
+}
+
+#[derive(Deserialize)]
+struct Raw {
+    #[serde(default = "default_auth")]
+    push_auth: String,
+    push_audience: Option<String>,
+    push_service_accounts: Option<String>,
+    #[serde(default = "default_jwks_url")]
+    google_jwks_url: String,
+    google_cloud_project: Option<String>,
+    gcp_project: Option<String>,
+}
+
+impl WriterConfig {
+    /// No authentication (tests and local runs).
+    pub fn unauthenticated() -> Self {
+        WriterConfig {
+            auth: PushAuth::None,
+            trace_project: None,
+        }
+    }
+
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_vars(std::env::vars())
+    }
+
+    /// Reads and checks the section; every refusal names its variable.
+    pub fn from_vars(
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let raw: Raw = from_iter(vars)?;
+        let auth = match raw.push_auth.trim().to_ascii_lowercase().as_str() {
+            "none" => PushAuth::None,
+            "oidc" => {
+                let audience = raw
+                    .push_audience
+                    .map(|audience| audience.trim().to_owned())
+                    .filter(|audience| !audience.is_empty())
+                    .ok_or_else(|| {
+                        ConfigError(
+                            "PUSH_AUDIENCE is required with PUSH_AUTH=oidc (the audience of the \
+                             push subscription's OIDC token)"
+                                .into(),
+                        )
+                    })?;
+                let accounts: Vec<String> = raw
+                    .push_service_accounts
+                    .unwrap_or_default()
+                    .split(',')
+                    .map(|email| email.trim().to_owned())
+                    .filter(|email| !email.is_empty())
+                    .collect();
+                if accounts.is_empty() {
+                    return Err(ConfigError(
+                        "PUSH_SERVICE_ACCOUNTS is required with PUSH_AUTH=oidc (comma-separated \
+                         service account emails allowed to push)"
+                            .into(),
+                    ));
+                }
+                if let Some(bad) = accounts.iter().find(|email| !email.contains('@')) {
+                    return Err(ConfigError(format!(
+                        "PUSH_SERVICE_ACCOUNTS must list emails; {bad:?} is not one"
+                    )));
+                }
+                let jwks_url = raw.google_jwks_url.trim().to_owned();
+                if !(jwks_url.starts_with("https://") || jwks_url.starts_with("http://")) {
+                    return Err(ConfigError(format!(
+                        "GOOGLE_JWKS_URL must be an http(s) URL, got {jwks_url:?}"
+                    )));
+                }
+                PushAuth::Oidc(OidcConfig {
+                    audience,
+                    service_accounts: accounts,
+                    jwks_url,
+                    min_refresh: Duration::from_secs(30),
+                })
+            }
+            other => {
+                return Err(ConfigError(format!(
+                    "PUSH_AUTH must be oidc or none, got {other:?}"
+                )))
+            }
+        };
+        let trace_project = raw
+            .google_cloud_project
+            .or(raw.gcp_project)
+            .and_then(|project| checked_project(&project));
+        Ok(WriterConfig {
+            auth,
+            trace_project,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn oidc_is_the_default_and_needs_audience_and_accounts() {
+        let error = WriterConfig::from_vars(vars(&[])).unwrap_err();
+        assert!(error.to_string().contains("PUSH_AUDIENCE"), "{error}");
+        let error =
+            WriterConfig::from_vars(vars(&[("PUSH_AUDIENCE", "trace-writer")])).unwrap_err();
+        assert!(
+            error.to_string().contains("PUSH_SERVICE_ACCOUNTS"),
+            "{error}"
+        );
+        let error = WriterConfig::from_vars(vars(&[
+            ("PUSH_AUDIENCE", "trace-writer"),
+            ("PUSH_SERVICE_ACCOUNTS", " , "),
+        ]))
+        .unwrap_err();
+        assert!(
+            error.to_string().contains("PUSH_SERVICE_ACCOUNTS"),
+            "{error}"
+        );
+
+        let config = WriterConfig::from_vars(vars(&[
+            ("PUSH_AUDIENCE", "trace-writer"),
+            (
+                "PUSH_SERVICE_ACCOUNTS",
+                "push@p.iam.gserviceaccount.com, other@p.iam.gserviceaccount.com",
+            ),
+        ]))
+        .unwrap();
+        let PushAuth::Oidc(oidc) = config.auth else {
+            panic!("oidc expected");
+        };
+        assert_eq!(oidc.audience, "trace-writer");
+        assert_eq!(
+            oidc.service_accounts,
+            [
+                "push@p.iam.gserviceaccount.com",
+                "other@p.iam.gserviceaccount.com"
+            ]
+        );
+        assert_eq!(oidc.jwks_url, GOOGLE_JWKS_URL);
+    }
+
+    #[test]
+    fn none_needs_nothing_and_junk_is_named() {
+        assert_eq!(
+            WriterConfig::from_vars(vars(&[("PUSH_AUTH", "none")])).unwrap(),
+            WriterConfig::unauthenticated()
+        );
+        let error = WriterConfig::from_vars(vars(&[("PUSH_AUTH", "maybe")])).unwrap_err();
+        assert!(error.to_string().contains("PUSH_AUTH"), "{error}");
+        let error = WriterConfig::from_vars(vars(&[
+            ("PUSH_AUDIENCE", "a"),
+            ("PUSH_SERVICE_ACCOUNTS", "x@y"),
+            ("GOOGLE_JWKS_URL", "file:///etc/passwd"),
+        ]))
+        .unwrap_err();
+        assert!(error.to_string().contains("GOOGLE_JWKS_URL"), "{error}");
+    }
+}
