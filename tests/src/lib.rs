@@ -4,8 +4,12 @@
 //! * [`Database`]: a SecantusDB server (MongoDB wire protocol over WiredTiger) from the
 //!   pinned Python package in the project's `.venv`, installed on first use.
 //! * [`histories`]: random job histories and their messages, for convergence tests.
+//! * [`pubsub`]: the Google Pub/Sub emulator and `google-cloud-pubsub` clients of it.
+//! * [`apps`]: the functions served in-process, or their binaries run as processes.
 
+pub mod apps;
 pub mod histories;
+pub mod pubsub;
 
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -65,7 +69,7 @@ pub fn ensure_venv() -> PathBuf {
 /// Children started through here die with the test process: a dedicated thread spawns
 /// them (Linux ties PR_SET_PDEATHSIG to the spawning thread) and lives as long as the
 /// process does.
-fn spawn_tied(mut command: Command) -> std::io::Result<Child> {
+pub fn spawn_tied(mut command: Command) -> std::io::Result<Child> {
     type Request = (Command, mpsc::Sender<std::io::Result<Child>>);
     static SPAWNER: OnceLock<Mutex<mpsc::Sender<Request>>> = OnceLock::new();
     let spawner = SPAWNER.get_or_init(|| {
