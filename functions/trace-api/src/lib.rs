@@ -198,11 +198,12 @@ pub fn app(store: TraceStore, config: ApiConfig) -> Router {
                 .into_response()
         }
     });
-    Router::new()
+    let router = Router::new()
         .merge(api)
         .merge(health_routes(store))
         .route("/openapi.json", serve_document)
         .fallback(fallback)
         .layer(middleware::from_fn(log_requests))
-        .layer(cors(&config.origins))
+        .layer(cors(&config.origins));
+    job_trace::request::with_trace_correlation(router, job_trace::request::project_from_env())
 }
