@@ -123,8 +123,10 @@ impl Keys {
 
 #[derive(Default)]
 struct FetchState {
-    last_attempt: Option<Instant>,
-    last_failed: bool,
+    /// The last fetch caused by an unknown `kid` (rate-limited by `min_refresh`).
+    last_kid_refresh: Option<Instant>,
+    /// The last failed fetch (the next waits [`FAILED_FETCH_BACKOFF`]).
+    last_failure: Option<Instant>,
 }
 
 /// Verifies push tokens; one per process, shared by all requests.
@@ -260,31 +262,32 @@ impl PushVerifier {
         if let (Some(key), true) = (&known, fresh) {
             return Ok(key.clone());
         }
-        let since_last = state.last_attempt.map(|at| at.elapsed());
-        let may_fetch = match since_last {
-            None => true,
-            // Stale or missing keys: fetch, but not in a tight loop after a failure.
-            Some(elapsed) if !fresh => !state.last_failed || elapsed >= FAILED_FETCH_BACKOFF,
-            // Fresh keys without this kid: a rotation, or a forged kid.
-            Some(elapsed) => elapsed >= self.config.min_refresh,
-        };
-        if !may_fetch {
-            return known.ok_or(if fresh {
-                PushAuthError::UnknownKey
-            } else {
-                PushAuthError::KeysUnavailable
-            });
+        if fresh {
+            // Fresh keys without this kid: a rotation, or a forged kid. Look again, but
+            // not more often than `min_refresh`.
+            if state
+                .last_kid_refresh
+                .is_some_and(|at| at.elapsed() < self.config.min_refresh)
+            {
+                return Err(PushAuthError::UnknownKey);
+            }
+            state.last_kid_refresh = Some(Instant::now());
+        } else if state
+            .last_failure
+            .is_some_and(|at| at.elapsed() < FAILED_FETCH_BACKOFF)
+        {
+            // Missing or stale keys, and the last fetch just failed: not in a tight loop.
+            return known.ok_or(PushAuthError::KeysUnavailable);
         }
-        state.last_attempt = Some(Instant::now());
         match self.fetch_keys().await {
             Ok(keys) => {
-                state.last_failed = false;
+                state.last_failure = None;
                 let key = keys.by_kid.get(kid).cloned();
                 *self.keys.write().await = Some(keys);
                 key.ok_or(PushAuthError::UnknownKey)
             }
             Err(error) => {
-                state.last_failed = true;
+                state.last_failure = Some(Instant::now());
                 tracing::error!(%error, url = %self.config.jwks_url, "could not fetch the push token key set");
                 // Stale keys are better than none while the key set is unreachable.
                 known.ok_or(PushAuthError::KeysUnavailable)
