@@ -25,6 +25,28 @@ pub struct Tally {
     pub acknowledged: AtomicU64,
     pub unavailable: AtomicU64,
     pub other: AtomicU64,
+    /// Milliseconds since the tally began, of the first and the latest push.
+    pub first_ms: AtomicU64,
+    pub last_ms: AtomicU64,
+    pub began: std::sync::OnceLock<Instant>,
+}
+
+impl Tally {
+    fn stamp(&self) {
+        let began = *self.began.get_or_init(Instant::now);
+        let now = began.elapsed().as_millis() as u64 + 1;
+        let _ = self
+            .first_ms
+            .compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
+        self.last_ms.fetch_max(now, Ordering::Relaxed);
+    }
+
+    /// Seconds between the first and the latest push.
+    pub fn span_seconds(&self) -> f64 {
+        let first = self.first_ms.load(Ordering::Relaxed);
+        let last = self.last_ms.load(Ordering::Relaxed);
+        last.saturating_sub(first) as f64 / 1000.0
+    }
 }
 
 pub struct Writer {
@@ -43,6 +65,7 @@ fn counted(router: axum::Router, tally: Arc<Tally>) -> axum::Router {
                     request.uri().path() == "/" && request.method() == axum::http::Method::POST;
                 let response = next.run(request).await;
                 if push {
+                    tally.stamp();
                     tally.pushes.fetch_add(1, Ordering::Relaxed);
                     match response.status().as_u16() {
                         200..=299 => &tally.acknowledged,
