@@ -1,0 +1,310 @@
+//! The built `trace-writer` binary as Cloud Run runs it: start-up in milliseconds without
+//! waiting for the database, configuration refused with one clear line, one JSON log
+//! line per push with trace correlation, the index set at start, and SIGTERM draining
+//! in-flight requests before a clean exit.
+
+use std::time::{Duration, Instant};
+
+use futures::TryStreamExt;
+use job_trace_tests::apps::Binary;
+use job_trace_tests::{free_port, project_root, unique_name, Database};
+use serde_json::Value;
+
+const BINARY: &str = env!("CARGO_BIN_EXE_trace-writer");
+
+fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(project_root().join("fixtures").join(name)).expect("fixture")
+}
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+/// Polls `/healthz` until it answers 200; returns the time since exec.
+async fn first_healthz(binary: &Binary) -> Duration {
+    let client = http();
+    loop {
+        if let Ok(response) = client.get(binary.url("/healthz")).send().await {
+            if response.status().as_u16() == 200 {
+                return binary.started.elapsed();
+            }
+        }
+        assert!(
+            binary.started.elapsed() < Duration::from_secs(30),
+            "no 200 from /healthz within 30 s; output:\n{}",
+            binary.output()
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// Waits until the output has a JSON line that `matches`.
+async fn log_line(binary: &Binary, what: &str, matches: impl Fn(&Value) -> bool) -> Value {
+    let start = Instant::now();
+    loop {
+        if let Some(line) = binary.json_lines().into_iter().find(|l| matches(l)) {
+            return line;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no log line {what}; output:\n{}",
+            binary.output()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn it_starts_in_milliseconds_even_without_a_database_and_warns_about_push_auth_none() {
+    // Nothing listens at MONGO_URI: start-up must not wait for it.
+    let nowhere = format!("mongodb://127.0.0.1:{}/", free_port());
+    let binary = Binary::spawn(
+        BINARY.as_ref(),
+        &[("PUSH_AUTH", "none"), ("MONGO_URI", &nowhere)],
+    );
+    let ready = first_healthz(&binary).await;
+    println!(
+        "exec to first 200 /healthz: {:.1} ms (debug build)",
+        ready.as_secs_f64() * 1000.0
+    );
+    assert!(ready < Duration::from_secs(5), "{ready:?}");
+    let warning = log_line(&binary, "warning about PUSH_AUTH=none", |l| {
+        l["severity"] == "WARNING"
+            && l["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("PUSH_AUTH=none"))
+    })
+    .await;
+    assert_eq!(warning["function"], "trace-writer");
+    let ready = http().get(binary.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status().as_u16(), 503, "no database: not ready");
+}
+
+#[tokio::test]
+async fn oidc_without_audience_or_accounts_stops_start_up_with_one_clear_line() {
+    for (vars, variable) in [
+        (vec![], "PUSH_AUDIENCE"),
+        (vec![("PUSH_AUTH", "oidc")], "PUSH_AUDIENCE"),
+        (
+            vec![("PUSH_AUDIENCE", "trace-writer")],
+            "PUSH_SERVICE_ACCOUNTS",
+        ),
+        (vec![("PUSH_AUTH", "sometimes")], "PUSH_AUTH"),
+    ] {
+        let mut binary = Binary::spawn(BINARY.as_ref(), &vars);
+        let status = binary
+            .wait_exit(Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("{vars:?}: still running"));
+        assert_eq!(status.code(), Some(2), "{vars:?}");
+        let output = binary.output();
+        let plain: Vec<&str> = output.lines().filter(|l| !l.starts_with('{')).collect();
+        assert_eq!(plain.len(), 1, "{vars:?}: one plain line: {output}");
+        assert!(
+            plain[0].starts_with("trace-writer: configuration error:")
+                && plain[0].contains(variable),
+            "{vars:?}: {output}"
+        );
+    }
+    // With both, it starts.
+    let binary = Binary::spawn(
+        BINARY.as_ref(),
+        &[
+            ("PUSH_AUDIENCE", "trace-writer"),
+            (
+                "PUSH_SERVICE_ACCOUNTS",
+                "pubsub-push@demo.iam.gserviceaccount.com",
+            ),
+        ],
+    );
+    first_healthz(&binary).await;
+    // A push without a token is refused.
+    let response = http()
+        .post(binary.url("/"))
+        .body(fixture("push-job-message.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 401);
+}
+
+#[tokio::test]
+async fn one_json_line_per_push_with_ids_outcome_latency_and_trace() {
+    let database = Database::shared();
+    let name = unique_name("writer_bin_logs");
+    let uri = database.uri();
+    let binary = Binary::spawn(
+        BINARY.as_ref(),
+        &[
+            ("PUSH_AUTH", "none"),
+            ("MONGO_URI", &uri),
+            ("MONGO_DATABASE", &name),
+            ("GOOGLE_CLOUD_PROJECT", "demo-project"),
+        ],
+    );
+    first_healthz(&binary).await;
+    let trace_id = "105445aa7843bc8bf206b12000100000";
+    let response = http()
+        .post(binary.url("/"))
+        .header("content-type", "application/json")
+        .header("x-cloud-trace-context", format!("{trace_id}/1;o=1"))
+        .body(fixture("push-status-failed.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 204);
+    let line = log_line(&binary, "for the push", |l| l["outcome"] == "recorded").await;
+    assert_eq!(line["severity"], "INFO");
+    assert_eq!(line["message_id"], "1234567890");
+    assert_eq!(line["pubsub_message_id"], "9000000003");
+    assert_eq!(
+        line["subscription"],
+        "projects/demo/subscriptions/job-trace-events-push"
+    );
+    assert_eq!(line["delivery_attempt"], 3);
+    assert_eq!(line["status"], "failed");
+    assert!(line["latency_ms"].as_f64().is_some(), "{line}");
+    assert_eq!(
+        line["logging.googleapis.com/trace"],
+        format!("projects/demo-project/traces/{trace_id}")
+    );
+
+    // A message that can never be recorded: one WARNING line with the reason.
+    let mut body: Value = serde_json::from_slice(&fixture("push-job-message.json")).unwrap();
+    body["message"]["data"] = Value::from("%%%");
+    body["message"]["messageId"] = Value::from("5550001");
+    let response = http()
+        .post(binary.url("/"))
+        .header(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        )
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 204);
+    let line = log_line(&binary, "for the rejection", |l| l["outcome"] == "rejected").await;
+    assert_eq!(line["severity"], "WARNING");
+    assert_eq!(line["message_id"], "5550001");
+    assert!(
+        line["reason"].as_str().unwrap().contains("base64"),
+        "{line}"
+    );
+    assert_eq!(
+        line["logging.googleapis.com/trace"],
+        "projects/demo-project/traces/4bf92f3577b34da6a3ce929d0e0e4736"
+    );
+    let pushes = binary
+        .json_lines()
+        .into_iter()
+        .filter(|l| l.get("outcome").is_some())
+        .count();
+    assert_eq!(pushes, 2, "one line per push:\n{}", binary.output());
+}
+
+#[tokio::test]
+async fn ensure_indexes_creates_the_index_set_at_start() {
+    let database = Database::shared();
+    let name = unique_name("writer_bin_indexes");
+    let uri = database.uri();
+    let binary = Binary::spawn(
+        BINARY.as_ref(),
+        &[
+            ("PUSH_AUTH", "none"),
+            ("MONGO_URI", &uri),
+            ("MONGO_DATABASE", &name),
+            ("ENSURE_INDEXES", "true"),
+        ],
+    );
+    first_healthz(&binary).await;
+    let client = mongodb::Client::with_uri_str(&uri).await.unwrap();
+    let collection = client
+        .database(&name)
+        .collection::<bson::Document>("job_traces");
+    let expected: Vec<String> = job_trace::indexes::seed_index_set()
+        .into_iter()
+        .map(|spec| spec.name)
+        .collect();
+    let start = Instant::now();
+    loop {
+        let names: Vec<String> = match collection.list_indexes().await {
+            Ok(cursor) => cursor
+                .try_collect::<Vec<_>>()
+                .await
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|model| model.options.and_then(|o| o.name))
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        if expected.iter().all(|name| names.contains(name)) {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "indexes {names:?}, want {expected:?}; output:\n{}",
+            binary.output()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn sigterm_finishes_in_flight_requests_then_exits_cleanly() {
+    // A database that never answers keeps a push in flight for DB_TIMEOUT_SECONDS.
+    let nowhere = format!("mongodb://127.0.0.1:{}/", free_port());
+    let mut binary = Binary::spawn(
+        BINARY.as_ref(),
+        &[
+            ("PUSH_AUTH", "none"),
+            ("MONGO_URI", &nowhere),
+            ("DB_TIMEOUT_SECONDS", "3"),
+        ],
+    );
+    first_healthz(&binary).await;
+    let client = http();
+    let in_flight = tokio::spawn(
+        client
+            .post(binary.url("/"))
+            .header("content-type", "application/json")
+            .body(fixture("push-job-message.json"))
+            .send(),
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let terminated = Instant::now();
+    binary.terminate();
+    // New connections are refused soon after SIGTERM…
+    let refused = async {
+        loop {
+            if std::net::TcpStream::connect(("127.0.0.1", binary.port)).is_err() {
+                return terminated.elapsed();
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    let refused_after = tokio::time::timeout(Duration::from_secs(2), refused)
+        .await
+        .expect("the listener closes after SIGTERM");
+    // …while the request in flight still gets its answer (503: the database is away).
+    let response = in_flight
+        .await
+        .unwrap()
+        .expect("the in-flight request is answered, not cut");
+    assert_eq!(response.status().as_u16(), 503);
+    assert_eq!(
+        response.json::<Value>().await.unwrap(),
+        serde_json::json!({ "error": "database unavailable" })
+    );
+    let status = binary
+        .wait_exit(Duration::from_secs(10))
+        .expect("exits within Cloud Run's 10 s");
+    assert!(status.success(), "{status:?}\n{}", binary.output());
+    println!(
+        "SIGTERM: listener closed after {:.0} ms, exit after {:.1} s",
+        refused_after.as_secs_f64() * 1000.0,
+        terminated.elapsed().as_secs_f64()
+    );
+}
