@@ -129,13 +129,33 @@ pub fn bound_error(text: &str) -> String {
     format!("{}…", &text[..end])
 }
 
-/// Replaces a result larger than [`MAX_RESULT_BYTES`] by a marker that says so.
+/// Replaces a result larger than [`MAX_RESULT_BYTES`], or one Firestore cannot store
+/// (nested deeper than [`MAX_RESULT_DEPTH`], or with an empty or `__…__` field name), by a marker that says so: such a write would fail on every redelivery.
 pub fn bound_result(result: bson::Bson) -> bson::Bson {
     let size = result.clone().into_relaxed_extjson().to_string().len();
-    if size <= MAX_RESULT_BYTES {
+    if size <= MAX_RESULT_BYTES && storable(&result, 1) {
         result
     } else {
         bson::bson!({ "truncated": true, "original_bytes": size as i64 })
+    }
+}
+
+/// Firestore allows 20 levels of nesting in a document; `result` is one of them.
+pub const MAX_RESULT_DEPTH: usize = 16;
+
+fn storable(value: &bson::Bson, depth: usize) -> bool {
+    let fits = |child: &bson::Bson| storable(child, depth + 1);
+    match value {
+        bson::Bson::Document(doc) => {
+            depth <= MAX_RESULT_DEPTH
+                && doc.iter().all(|(name, child)| {
+                    !(name.is_empty()
+                        || (name.len() >= 4 && name.starts_with("__") && name.ends_with("__")))
+                        && fits(child)
+                })
+        }
+        bson::Bson::Array(items) => depth <= MAX_RESULT_DEPTH && items.iter().all(fits),
+        _ => true,
     }
 }
 
@@ -382,5 +402,20 @@ mod tests {
         );
         let small = bson::bson!({ "status": "success" });
         assert_eq!(bound_result(small.clone()), small);
+        let mut deep = bson::bson!("leaf");
+        for _ in 0..MAX_RESULT_DEPTH {
+            deep = bson::bson!({ "a": [deep] });
+        }
+        assert!(bound_result(deep)
+            .as_document()
+            .unwrap()
+            .contains_key("truncated"));
+        for name in ["", "__name__"] {
+            let odd = bson::Bson::Document(bson::doc! { name: 1 });
+            assert!(bound_result(odd)
+                .as_document()
+                .unwrap()
+                .contains_key("truncated"));
+        }
     }
 }
