@@ -378,3 +378,50 @@ async fn each_push_costs_one_database_command() {
         commands.len()
     );
 }
+
+#[tokio::test]
+async fn a_result_the_database_could_not_store_is_replaced_by_a_marker() {
+    let writer = Writer::start("writer_result").await;
+    let mut deep = json!("leaf");
+    for _ in 0..30 {
+        deep = json!({ "level": deep });
+    }
+    for (what, result) in [
+        ("nested 30 deep (Firestore allows 20)", deep),
+        ("an empty field name", json!({ "": 1 })),
+        ("a reserved field name", json!({ "__name__": "x" })),
+    ] {
+        let (job, push) = job_push(Some("https://suumo.jp/ms/chuko/nc_4/"));
+        assert_eq!(writer.push(&push).await.0, 204);
+        let (status, text) = writer
+            .push(&event_push(
+                &job,
+                json!({ "status": "success", "result": result }),
+            ))
+            .await;
+        assert_eq!(status, 204, "{what}: {text}");
+        let trace = writer.trace(&job).await.unwrap();
+        assert_eq!(trace.status, JobStatus::Success, "{what}");
+        let stored = trace.result.expect("a result");
+        assert_eq!(
+            stored
+                .as_document()
+                .and_then(|d| d.get_bool("truncated").ok()),
+            Some(true),
+            "{what}: {stored}"
+        );
+    }
+    // An ordinary result is kept as it is.
+    let (job, push) = job_push(Some("https://suumo.jp/ms/chuko/nc_5/"));
+    assert_eq!(writer.push(&push).await.0, 204);
+    let result =
+        json!({ "status": "success", "property_info": { "properties": { "name": "物件" } } });
+    writer
+        .push(&event_push(
+            &job,
+            json!({ "status": "success", "result": result }),
+        ))
+        .await;
+    let stored = writer.trace(&job).await.unwrap().result.unwrap();
+    assert_eq!(stored.into_relaxed_extjson(), result);
+}
