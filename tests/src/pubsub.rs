@@ -68,7 +68,10 @@ pub fn emulator(test: &str) -> Option<&'static Emulator> {
             panic!("{test}: the Pub/Sub emulator is required under CI=true: {reason}")
         }
         Err(reason) => {
-            eprintln!(
+            // Straight to stderr, past the test harness's capture: a skip must be seen.
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
                 "\n!!!!!!!! {test}: NOT RUN: the Pub/Sub emulator is unavailable: {reason}.\n\
                  !!!!!!!! Install the Google Cloud SDK with `gcloud components install \
                  pubsub-emulator` (or the Debian package google-cloud-cli-pubsub-emulator).\n"
