@@ -9,6 +9,7 @@
 
 pub mod apps;
 pub mod histories;
+pub mod node;
 pub mod pubsub;
 
 use std::net::{TcpListener, TcpStream};

@@ -108,16 +108,27 @@ async function errors() {
     say(`checked abort ${transport}`);
   }
 
-  // Nothing listens: a network error after maxFailures attempts.
+  // Nothing listens: a network error after maxFailures attempts in a row; `auto` first
+  // gives the stream that many, then long-poll as many again.
   const closed = `http://127.0.0.1:${env.CLOSED_PORT}`;
-  const retries = [];
-  const unreachable = await followJob(closed, known, {
-    maxFailures: 2,
-    onRetry: (info) => retries.push(info.reason),
-  }).then(() => assert.fail('nothing listens'), (e) => e);
-  assert.ok(unreachable instanceof JobTraceError, String(unreachable));
-  assert.equal(unreachable.code, 'network');
-  assert.deepEqual(retries, ['error']);
+  for (const [transport, expected] of [['poll', 1], ['auto', 2]]) {
+    const retries = [];
+    const switches = [];
+    const unreachable = await followJob(closed, known, {
+      transport,
+      maxFailures: 2,
+      onRetry: (info) => retries.push(info.reason),
+      onTransport: (to, reason) => switches.push(`${to}: ${reason}`),
+    }).then(() => assert.fail('nothing listens'), (e) => e);
+    assert.ok(unreachable instanceof JobTraceError, String(unreachable));
+    assert.equal(unreachable.code, 'network');
+    assert.match(unreachable.message, /^trace-api unreachable: /);
+    assert.deepEqual(retries, Array(expected).fill('error'));
+    if (transport === 'auto') {
+      assert.equal(switches.length, 1, `${switches}`);
+      assert.match(switches[0], /^poll: event stream unreachable: /);
+    }
+  }
   say('checked network');
 
   // The helpers: encoded ids, the list, and errors carrying the server's detail.
