@@ -8,6 +8,7 @@
 //! | `GET /api/v1/jobs/user/{line_user_id}`, `GET /job/user?line_user_id=` | [`routes::user`] |
 //! | `GET /api/v1/jobs/status/{message_id}/events` | [`routes::events`] |
 //! | `GET /openapi.json`, `GET /healthz`, `GET /readyz` | here and `job_trace::http` |
+//! | `GET /` (status page), `GET /job-status.js` | [`routes::page`] |
 
 pub mod auth;
 pub mod config;
@@ -202,6 +203,7 @@ pub fn app(store: TraceStore, config: ApiConfig) -> Router {
         .merge(api)
         .merge(health_routes(store))
         .route("/openapi.json", serve_document)
+        .merge(routes::page::router())
         .fallback(fallback)
         .layer(middleware::from_fn(log_requests))
         .layer(cors(&config.origins));

@@ -3,6 +3,7 @@
 
 pub mod docs;
 pub mod events;
+pub mod page;
 pub mod status;
 pub mod user;
 
