@@ -17,8 +17,13 @@ lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 
-test: lint venv
+test: lint venv browser
 	cargo test --workspace --locked
+
+# Debian's chromium and playwright-core for the status page's browser test.
+.PHONY: browser
+browser:
+	@bash scripts/ensure-browser.sh
 
 build:
 	cargo build --locked -p trace-writer -p trace-api
