@@ -37,3 +37,12 @@ stop:
 convergence-long: venv
 	JOBTRACE_PURE_HISTORIES=100000 cargo test --release --locked -p job-trace-tests --test convergence -- --nocapture
 	JOBTRACE_HISTORIES=3000 cargo test --release --locked -p job-trace-tests --test store -- --nocapture the_store_agrees
+
+# Throughput, latency, CPU and memory of both functions against their own SecantusDB,
+# beside the database's own ceiling; prints a table and writes bench/results.json.
+# BENCH_QUICK=1 make bench: one short run on a small data set.
+.PHONY: bench
+bench:
+	@bash bench/ensure-tools.sh
+	cargo build --release --locked -p trace-writer -p trace-api -p job-trace-bench
+	$${CARGO_TARGET_DIR:-target}/release/bench

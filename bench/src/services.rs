@@ -1,0 +1,136 @@
+//! The processes under test: the database and the two functions, each started on a free
+//! loopback port and stopped when the bench ends, however it ends.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn free_port() -> u16 {
+    TcpListener::bind(("127.0.0.1", 0))
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .expect("a free loopback port")
+}
+
+/// A child that dies with the bench: PR_SET_PDEATHSIG covers a panic or a Ctrl-C, and
+/// Drop covers the ordinary end. Spawn only from the main thread: Linux ties the signal
+/// to the thread that forked.
+pub struct Process {
+    child: Child,
+}
+
+impl Process {
+    /// `keep_stdout: false` discards stdout: the functions still format their one JSON
+    /// line per request (that cost is theirs), but gigabytes of it would only load the disk.
+    pub fn spawn(name: &str, mut command: Command, log: &Path, keep_stdout: bool) -> Process {
+        let log = std::fs::File::create(log).expect("create a log file");
+        let stdout = if keep_stdout {
+            Stdio::from(log.try_clone().expect("log handle"))
+        } else {
+            Stdio::null()
+        };
+        command.stdin(Stdio::null()).stdout(stdout).stderr(log);
+        // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        Process { child }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether it is still running (a crash shows up here rather than as timeouts).
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// SIGTERM, then SIGKILL after a grace period.
+    pub fn stop(&mut self) {
+        if !self.alive() {
+            return;
+        }
+        // SAFETY: kill only signals our own child, whose pid we still hold.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if !self.alive() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+pub fn wait_for_port(port: u16, limit: Duration) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+/// One HTTP/1.1 request on a new connection; the status code, or None when nothing
+/// answered (yet). Plain sockets: the cold-start loop must not measure a client's pool.
+pub fn http_status(port: u16, method: &str, path: &str, body: Option<&str>) -> Option<u16> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .ok()?;
+    stream.set_nodelay(true).ok()?;
+    let body = body.unwrap_or("");
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).ok()?;
+    std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
+}
+
+/// Where the bench's builds and tools are.
+pub struct Binaries {
+    pub writer: PathBuf,
+    pub api: PathBuf,
+    pub database: PathBuf,
+    pub wrk: PathBuf,
+}
+
+/// The two functions' environment, as README's configuration table has it.
+pub fn function_command(binary: &Path, port: u16, mongo_uri: &str, database: &str) -> Command {
+    let mut command = Command::new(binary);
+    command
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("PORT", port.to_string())
+        .env("MONGO_URI", mongo_uri)
+        .env("MONGO_DATABASE", database)
+        .env("PUSH_AUTH", "none")
+        .env("RUST_LOG", "info");
+    command
+}
