@@ -2,11 +2,12 @@
 SHELL := bash
 .DEFAULT_GOAL := help
 
-.PHONY: help test lint venv run stop build convergence-long
+.PHONY: help test lint venv run stop build demo convergence-long
 
 help:
 	@echo "make run    - run trace-writer and trace-api locally on an embedded SecantusDB"
 	@echo "make stop   - stop what make run started"
+	@echo "make demo   - (with make run up) enqueue jobs, play a worker, watch them converge"
 	@echo "make test   - formatting, clippy and every test on real servers"
 	@echo "make convergence-long - the rules' convergence test with 100,000 histories"
 
@@ -26,7 +27,7 @@ browser:
 	@bash scripts/ensure-browser.sh
 
 build:
-	cargo build --locked -p trace-writer -p trace-api
+	cargo build --locked -p trace-writer -p trace-api -p jobtrace
 
 run: venv build
 	@bash scripts/run-local.sh
@@ -34,9 +35,29 @@ run: venv build
 stop:
 	@bash scripts/run-local.sh stop
 
+demo: build
+	@target/debug/jobtrace demo
+
 convergence-long: venv
 	JOBTRACE_PURE_HISTORIES=100000 cargo test --release --locked -p job-trace-tests --test convergence -- --nocapture
 	JOBTRACE_HISTORIES=3000 cargo test --release --locked -p job-trace-tests --test store -- --nocapture the_store_agrees
+
+# Both fuzz targets (fuzz/, outside the workspace): first the regression inputs, then
+# FUZZ_RUNS fresh inputs each from the committed corpus (new finds go to fuzz/target).
+# cargo-fuzz passes nightly-only flags; RUSTC_BOOTSTRAP lets the stable toolchain take them.
+.PHONY: fuzz
+FUZZ_RUNS ?= 1000000
+FUZZ_TARGETS ?= push_decode api_params
+fuzz:
+	@command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+	cd fuzz && for target in $(FUZZ_TARGETS); do \
+	  if compgen -G "regressions/$$target/*" >/dev/null; then \
+	    RUSTC_BOOTSTRAP=1 cargo fuzz run --sanitizer none --debug-assertions $$target regressions/$$target/* || exit 1; \
+	  fi; \
+	  mkdir -p target/corpus/$$target && \
+	  RUSTC_BOOTSTRAP=1 cargo fuzz run --sanitizer none --debug-assertions $$target target/corpus/$$target corpus/$$target -- \
+	    -runs=$(FUZZ_RUNS) -workers=1 -print_final_stats=1 || exit 1; \
+	done
 
 # Throughput, latency, CPU and memory of both functions against their own SecantusDB,
 # beside the database's own ceiling; prints a table and writes bench/results.json.
@@ -46,3 +67,12 @@ bench:
 	@bash bench/ensure-tools.sh
 	cargo build --release --locked -p trace-writer -p trace-api -p job-trace-bench
 	$${CARGO_TARGET_DIR:-target}/release/bench
+
+# 10,000 jobs through the Pub/Sub emulator into the trace-writer binary while the
+# database is SIGKILLed twice and the writer SIGTERMed once (tests/tests/chaos.rs).
+# Not part of `make test`: the test is #[ignore]d there.
+.PHONY: chaos
+chaos: venv
+	cargo build --locked -p trace-writer
+	JOBTRACE_WRITER_BIN="$${CARGO_TARGET_DIR:-target}/debug/trace-writer" \
+	  cargo test --locked -p job-trace-tests --test chaos -- --ignored --nocapture
