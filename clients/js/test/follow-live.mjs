@@ -36,7 +36,7 @@ async function follow() {
   const final = await followJob(base, id, {
     transport: env.TRANSPORT ?? 'auto',
     includeHistory: true,
-    wait: 5,
+    wait: 20,
     headers,
     fetch: env.BREAK_SSE === '1' ? proxyWithoutStreams : undefined,
     onTransport: (transport, reason) => say(`transport ${transport} ${reason}`),
