@@ -101,6 +101,10 @@ enum Command {
         /// trace-writer's base URL, where the subscriptions push.
         #[arg(long, default_value = transport::LOCAL_WRITER, value_name = "URL")]
         push_to: String,
+        /// Move the emulator's message ids past this one (the largest numeric message_id
+        /// already stored), so that a restarted emulator does not reuse old jobs' ids.
+        #[arg(long, value_name = "MESSAGE_ID")]
+        ids_past: Option<u64>,
     },
     /// Enqueue a few jobs, play the worker, and show their traces converge.
     Demo {
@@ -222,7 +226,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
                 _ => ExitCode::from(EXIT_FAILED),
             })
         }
-        Command::Provision { push_to } => {
+        Command::Provision { push_to, ids_past } => {
             let target = choice.resolve()?;
             let Target::Emulator { host, project } = &target else {
                 return Err(Failure::new(format!(
@@ -232,6 +236,10 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
             };
             for line in transport::provision(host, project, &push_to).await? {
                 println!("{line}");
+            }
+            if let Some(highest) = ids_past.filter(|&highest| highest > 0) {
+                let published = transport::advance_message_ids(host, project, highest).await?;
+                println!("message ids moved past {highest} ({published} messages published)");
             }
             Ok(ExitCode::SUCCESS)
         }

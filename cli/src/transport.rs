@@ -369,6 +369,54 @@ pub async fn provision(host: &str, project: &str, writer: &str) -> Result<Vec<St
     Ok(done)
 }
 
+/// The emulator numbers messages 1, 2, 3... from every start, while `make run` keeps the
+/// database: a new job would take the `message_id` of an old trace. Publishing to a topic
+/// nobody reads moves the emulator's counter past `highest`, the largest numeric
+/// `message_id` stored. Returns how many messages that took.
+pub async fn advance_message_ids(host: &str, project: &str, highest: u64) -> Result<u64, Failure> {
+    const SCRATCH_TOPIC: &str = "jobtrace-message-id-advance";
+    const BATCH: u32 = 1000;
+    let endpoint = format!("http://{host}");
+    let topic = format!("projects/{project}/topics/{SCRATCH_TOPIC}");
+    let created = TopicAdmin::builder()
+        .with_endpoint(&endpoint)
+        .with_credentials(anonymous::Builder::new().build())
+        .build()
+        .await
+        .map_err(Failure::of)?
+        .create_topic()
+        .set_name(&topic)
+        .send()
+        .await;
+    outcome("topic", SCRATCH_TOPIC, created.map(drop))?;
+    let publisher = Publisher::builder(&topic)
+        .with_endpoint(&endpoint)
+        .with_credentials(anonymous::Builder::new().build())
+        .set_message_count_threshold(BATCH)
+        .set_delay_threshold(Duration::from_millis(5))
+        .build()
+        .await
+        .map_err(Failure::of)?;
+    let mut published = 0u64;
+    loop {
+        let batch: Vec<_> = (0..BATCH)
+            .map(|_| publisher.publish(Message::new().set_data("advance")))
+            .collect();
+        let mut last = 0u64;
+        for future in batch {
+            let id = future
+                .await
+                .map_err(|e| Failure::new(format!("advancing the emulator's message ids: {e}")))?;
+            last = last.max(id.parse().unwrap_or(0));
+        }
+        published += u64::from(BATCH);
+        // Ids that are not numbers mean an emulator that does not count: nothing to do.
+        if last == 0 || last > highest {
+            return Ok(published);
+        }
+    }
+}
+
 fn already_exists<T>(result: &Result<T, google_cloud_pubsub::Error>) -> bool {
     matches!(result, Err(e) if e.status().is_some_and(|s| s.code == Code::AlreadyExists))
 }

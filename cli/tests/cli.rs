@@ -213,16 +213,23 @@ async fn provision_creates_terraforms_topology_once_and_points_it_at_trace_write
     }
     assert!(first.contains(&format!("-> {push_to}/")), "{first}");
 
+    // Again, as at every `make run`, over a database whose traces reach id 2500.
     let again = assert_ok(
         &stack
-            .run(&target, &["provision", "--push-to", &push_to])
+            .run(
+                &target,
+                &["provision", "--push-to", &push_to, "--ids-past", "2500"],
+            )
             .await,
         "provision again",
     );
     assert_eq!(again.matches("(existed)").count(), 6, "{again}");
+    assert!(again.contains("message ids moved past 2500"), "{again}");
 
-    // What it made carries messages: a job published with `enqueue` is recorded.
+    // What it made carries messages: a job published with `enqueue` is recorded, under
+    // an id no stored trace has.
     let id = enqueue(&stack, &target, "Uprovision").await;
+    assert!(id.parse::<u64>().unwrap() > 2500, "{id}");
     let mut status = None;
     for _ in 0..100 {
         status = stored_status(&stack, &id).await;
