@@ -78,7 +78,7 @@ pub async fn run(sink: &Sink, api: &Api, user: &str, pace: Duration) -> Result<b
         ids.push(id);
     }
     println!(
-        "\nwatch them on the status page: {}/?user={user}\n",
+        "\nwatch them on the status page: {}/?q={user}\n",
         api.base()
     );
 

@@ -343,7 +343,7 @@ async fn demo_drives_every_job_to_its_final_state() {
         .await;
     let shown = assert_ok(&output, "demo");
     assert_eq!(shown.matches("\nok ").count(), 4, "{shown}");
-    assert!(shown.contains(&format!("{}/?user=Udemo", stack.api.base)));
+    assert!(shown.contains(&format!("{}/?q=Udemo", stack.api.base)));
 
     let page = stack
         .store
