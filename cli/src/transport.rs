@@ -285,15 +285,9 @@ pub async fn provision(host: &str, project: &str, writer: &str) -> Result<Vec<St
             "the Pub/Sub emulator at {host} does not answer; start it first (`make run` does)"
         )));
     }
-    let endpoint = format!("http://{host}");
-    let topics = TopicAdmin::builder()
-        .with_endpoint(&endpoint)
-        .with_credentials(anonymous::Builder::new().build())
-        .build()
-        .await
-        .map_err(Failure::of)?;
+    let topics = topic_admin(host).await?;
     let subscriptions = SubscriptionAdmin::builder()
-        .with_endpoint(&endpoint)
+        .with_endpoint(format!("http://{host}"))
         .with_credentials(anonymous::Builder::new().build())
         .build()
         .await
@@ -376,21 +370,16 @@ pub async fn provision(host: &str, project: &str, writer: &str) -> Result<Vec<St
 pub async fn advance_message_ids(host: &str, project: &str, highest: u64) -> Result<u64, Failure> {
     const SCRATCH_TOPIC: &str = "jobtrace-message-id-advance";
     const BATCH: u32 = 1000;
-    let endpoint = format!("http://{host}");
     let topic = format!("projects/{project}/topics/{SCRATCH_TOPIC}");
-    let created = TopicAdmin::builder()
-        .with_endpoint(&endpoint)
-        .with_credentials(anonymous::Builder::new().build())
-        .build()
-        .await
-        .map_err(Failure::of)?
+    let created = topic_admin(host)
+        .await?
         .create_topic()
         .set_name(&topic)
         .send()
         .await;
     outcome("topic", SCRATCH_TOPIC, created.map(drop))?;
     let publisher = Publisher::builder(&topic)
-        .with_endpoint(&endpoint)
+        .with_endpoint(format!("http://{host}"))
         .with_credentials(anonymous::Builder::new().build())
         .set_message_count_threshold(BATCH)
         .set_delay_threshold(Duration::from_millis(5))
@@ -415,6 +404,15 @@ pub async fn advance_message_ids(host: &str, project: &str, highest: u64) -> Res
             return Ok(published);
         }
     }
+}
+
+async fn topic_admin(host: &str) -> Result<TopicAdmin, Failure> {
+    TopicAdmin::builder()
+        .with_endpoint(format!("http://{host}"))
+        .with_credentials(anonymous::Builder::new().build())
+        .build()
+        .await
+        .map_err(Failure::of)
 }
 
 fn already_exists<T>(result: &Result<T, google_cloud_pubsub::Error>) -> bool {

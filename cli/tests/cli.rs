@@ -78,6 +78,20 @@ fn via_emulator(emulator: &Emulator, project: &str) -> Vec<String> {
     ]
 }
 
+/// A stack whose emulator project (its own) is provisioned to push into its trace-writer.
+async fn provisioned(emulator: &Emulator, prefix: &str, project: &str) -> (Stack, Vec<String>) {
+    let stack = Stack::start(prefix).await;
+    let target = via_emulator(emulator, project);
+    let push_to = stack.writer.base.clone();
+    assert_ok(
+        &stack
+            .run(&target, &["provision", "--push-to", &push_to])
+            .await,
+        "provision",
+    );
+    (stack, target)
+}
+
 fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
@@ -246,15 +260,7 @@ async fn watch_exits_with_the_jobs_outcome_through_the_emulator() {
     let Some(emulator) = emulator("cli watch") else {
         return;
     };
-    let stack = Stack::start("cli_watch").await;
-    let target = via_emulator(emulator, "cli-watch");
-    let push_to = stack.writer.base.clone();
-    assert_ok(
-        &stack
-            .run(&target, &["provision", "--push-to", &push_to])
-            .await,
-        "provision",
-    );
+    let (stack, target) = provisioned(emulator, "cli_watch", "cli-watch").await;
 
     let success = enqueue(&stack, &target, "Uwatch").await;
     let output = watch_while_reporting(
@@ -329,15 +335,7 @@ async fn demo_drives_every_job_to_its_final_state() {
     let Some(emulator) = emulator("cli demo") else {
         return;
     };
-    let stack = Stack::start("cli_demo").await;
-    let target = via_emulator(emulator, "cli-demo");
-    let push_to = stack.writer.base.clone();
-    assert_ok(
-        &stack
-            .run(&target, &["provision", "--push-to", &push_to])
-            .await,
-        "provision",
-    );
+    let (stack, target) = provisioned(emulator, "cli_demo", "cli-demo").await;
     let output = stack
         .run(&target, &["demo", "--user", "Udemo", "--pace-ms", "150"])
         .await;
