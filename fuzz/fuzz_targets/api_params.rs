@@ -15,7 +15,9 @@ use job_trace::ids::MAX_ID_BYTES;
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 use trace_api::error::{ApiError, FieldError, Location, Style};
-use trace_api::params::{self, Checks, Query, MAX_LIMIT, MAX_QUERY_BYTES, MAX_SKIP, MAX_WAIT_SECONDS};
+use trace_api::params::{
+    self, Checks, Query, MAX_LIMIT, MAX_QUERY_BYTES, MAX_SKIP, MAX_WAIT_SECONDS,
+};
 
 #[derive(Arbitrary, Debug)]
 struct Input {
@@ -67,7 +69,10 @@ fn body_of(error: ApiError) -> (u16, Value) {
     let status = response.status().as_u16();
     let bytes = futures::executor::block_on(axum::body::to_bytes(response.into_body(), 1 << 20))
         .expect("an error body");
-    (status, serde_json::from_slice(&bytes).expect("an error body is JSON"))
+    (
+        status,
+        serde_json::from_slice(&bytes).expect("an error body is JSON"),
+    )
 }
 
 fn check_rendering(errors: &[FieldError]) {
@@ -79,7 +84,11 @@ fn check_rendering(errors: &[FieldError]) {
         assert_eq!(item["loc"][1], error.name);
         assert_eq!(item["type"], error.kind);
         if let Some(input) = item["input"].as_str() {
-            assert!(input.chars().count() <= 65, "echoed {} chars", input.chars().count());
+            assert!(
+                input.chars().count() <= 65,
+                "echoed {} chars",
+                input.chars().count()
+            );
         }
     }
     let (status, value) = body_of(ApiError::invalid(Style::Standalone, errors.to_vec()));
@@ -94,9 +103,14 @@ fuzz_target!(|input: Input| {
     let (raw, pairs) = match &input.query {
         QueryInput::Raw(raw) => (raw.clone(), None),
         QueryInput::Pairs(pairs) => {
-            let pairs: Vec<(String, String)> =
-                pairs.iter().map(|(name, value)| (name.render(), value.clone())).collect();
-            (serde_urlencoded::to_string(&pairs).expect("pairs encode"), Some(pairs))
+            let pairs: Vec<(String, String)> = pairs
+                .iter()
+                .map(|(name, value)| (name.render(), value.clone()))
+                .collect();
+            (
+                serde_urlencoded::to_string(&pairs).expect("pairs encode"),
+                Some(pairs),
+            )
         }
     };
 
@@ -107,16 +121,26 @@ fuzz_target!(|input: Input| {
             query
         }
         Err(error) => {
-            assert!(raw.len() > MAX_QUERY_BYTES, "refused a short query: {error:?}");
+            assert!(
+                raw.len() > MAX_QUERY_BYTES,
+                "refused a short query: {error:?}"
+            );
             checks.push(error);
             Query::default()
         }
     };
     if let (Some(pairs), true) = (&pairs, raw.len() <= MAX_QUERY_BYTES) {
         for (name, _) in pairs {
-            let last = pairs.iter().rev().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
+            let last = pairs
+                .iter()
+                .rev()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.as_str());
             assert_eq!(query.last(name), last, "{name:?} in {raw:?}");
-            assert_eq!(query.all(name).count(), pairs.iter().filter(|(n, _)| n == name).count());
+            assert_eq!(
+                query.all(name).count(),
+                pairs.iter().filter(|(n, _)| n == name).count()
+            );
         }
     }
 
@@ -125,7 +149,11 @@ fuzz_target!(|input: Input| {
     } else if input.path_id.is_some() {
         (Location::Path, "message_id", input.path_id.clone())
     } else {
-        (Location::Query, "message_id", query.last("message_id").map(str::to_owned))
+        (
+            Location::Query,
+            "message_id",
+            query.last("message_id").map(str::to_owned),
+        )
     };
     let accepted = if id_name == "line_user_id" {
         params::line_user_id(location, id.as_deref()).map(|id| id.as_str().to_owned())
@@ -139,7 +167,10 @@ fuzz_target!(|input: Input| {
         }
         (Ok(_), None) => panic!("a missing id was accepted"),
         (Err(error), raw) => {
-            assert!(raw.as_deref().is_none_or(|raw| !valid_id(raw)), "refused {raw:?}");
+            assert!(
+                raw.as_deref().is_none_or(|raw| !valid_id(raw)),
+                "refused {raw:?}"
+            );
             assert_eq!(error.name, id_name);
         }
     }

@@ -95,9 +95,9 @@ impl Time {
 
     fn millis(&self) -> Option<i64> {
         match self {
-            Time::Valid(seconds, _) => {
-                Some(BASE_MILLIS + i64::from(*seconds % 864_000) * 1000 + i64::from(*seconds % 1000))
-            }
+            Time::Valid(seconds, _) => Some(
+                BASE_MILLIS + i64::from(*seconds % 864_000) * 1000 + i64::from(*seconds % 1000),
+            ),
             Time::Any(_) => None,
         }
     }
@@ -219,7 +219,10 @@ fn valid_id(raw: &str) -> bool {
 }
 
 /// The change a well-formed event must decode to, when it is one.
-fn expected_event(event: &Event, at: bson::DateTime) -> Option<(String, JobStatus, u32, bson::DateTime)> {
+fn expected_event(
+    event: &Event,
+    at: bson::DateTime,
+) -> Option<(String, JobStatus, u32, bson::DateTime)> {
     if !event.extra.is_empty() {
         return None;
     }
@@ -366,7 +369,10 @@ fn headers(push: &PushInput) -> (HeaderMap, bool, bool) {
             false
         }
         ContentType::CloudEvents => {
-            insert("content-type", "application/cloudevents+json; charset=utf-8");
+            insert(
+                "content-type",
+                "application/cloudevents+json; charset=utf-8",
+            );
             true
         }
         ContentType::Other(text) => {
@@ -397,11 +403,25 @@ fn check_change(change: &Change) {
     assert_eq!(change.key.rank, change.status.rank());
     assert!(change.key.attempt <= MAX_ATTEMPT);
     if change.status == JobStatus::Queued {
-        assert_eq!(change.key, TraceKey { attempt: 0, rank: 0 });
+        assert_eq!(
+            change.key,
+            TraceKey {
+                attempt: 0,
+                rank: 0
+            }
+        );
         assert!(change.job.is_some() && change.error.is_none() && change.result.is_none());
     } else if change.key.attempt == 0 {
-        assert_eq!(change.status, JobStatus::Failed, "only a rejection has attempt 0");
-        assert!(change.error.as_deref().unwrap().starts_with("message rejected: "));
+        assert_eq!(
+            change.status,
+            JobStatus::Failed,
+            "only a rejection has attempt 0"
+        );
+        assert!(change
+            .error
+            .as_deref()
+            .unwrap()
+            .starts_with("message rejected: "));
     } else {
         assert!(change.job.is_none());
     }
@@ -413,7 +433,10 @@ fn check_change(change: &Change) {
         let marker = result
             .as_document()
             .is_some_and(|doc| doc.get_bool("truncated") == Ok(true));
-        assert!(size <= MAX_RESULT_BYTES || marker, "result of {size} bytes kept");
+        assert!(
+            size <= MAX_RESULT_BYTES || marker,
+            "result of {size} bytes kept"
+        );
         // The store writes it inside a document; it must encode.
         bson::to_vec(&bson::doc! { "result": result.clone() }).expect("result encodes");
     }
@@ -421,21 +444,35 @@ fn check_change(change: &Change) {
 
 fn check_trace(doc: &TraceDocument, changes: &[Change]) {
     let top = changes.iter().map(|c| c.key).max().unwrap();
-    assert_eq!((doc.attempt, doc.rank), (Some(i64::from(top.attempt)), Some(i32::from(top.rank))));
+    assert_eq!(
+        (doc.attempt, doc.rank),
+        (Some(i64::from(top.attempt)), Some(i32::from(top.rank)))
+    );
     assert_eq!(doc.status.rank(), top.rank);
-    assert!(changes.iter().any(|c| c.key == top && c.status == doc.status));
+    assert!(changes
+        .iter()
+        .any(|c| c.key == top && c.status == doc.status));
     assert_eq!(doc.created_at, changes.iter().map(|c| c.at).min());
     assert_eq!(doc.updated_at, changes.iter().map(|c| c.at).max());
     assert_eq!(doc.completed_at.is_some(), doc.status.is_terminal());
-    assert_eq!(doc.expire_at, Some(rules::expire_at(doc.created_at.unwrap(), doc.completed_at)));
+    assert_eq!(
+        doc.expire_at,
+        Some(rules::expire_at(doc.created_at.unwrap(), doc.completed_at))
+    );
     if let Some(started) = doc.started_at {
-        assert!(changes
-            .iter()
-            .any(|c| c.key == TraceKey { attempt: top.attempt, rank: 1 } && c.at == started));
+        assert!(changes.iter().any(|c| c.key
+            == TraceKey {
+                attempt: top.attempt,
+                rank: 1
+            }
+            && c.at == started));
     }
     assert!(doc.history.len() <= HISTORY_MAX_ENTRIES);
     let newest = doc.history.iter().map(|e| e.attempt).max().unwrap_or(0);
-    assert!(doc.history.iter().all(|e| e.attempt > newest - HISTORY_ATTEMPTS));
+    assert!(doc
+        .history
+        .iter()
+        .all(|e| e.attempt > newest - HISTORY_ATTEMPTS));
     assert!(doc
         .history
         .windows(2)
@@ -503,15 +540,30 @@ fuzz_target!(|input: Input| {
         match push_decoded.outcome {
             Outcome::Record(change) => {
                 check_change(&change);
-                by_job.entry(change.message_id.as_str().to_owned()).or_default().push(change);
+                by_job
+                    .entry(change.message_id.as_str().to_owned())
+                    .or_default()
+                    .push(change);
             }
-            Outcome::Reject { error, failed_trace } => {
+            Outcome::Reject {
+                error,
+                failed_trace,
+            } => {
                 let _ = error.to_string();
                 if let Some(change) = failed_trace {
                     assert_eq!(change.status, JobStatus::Failed);
-                    assert_eq!(change.key, TraceKey { attempt: 0, rank: 2 });
+                    assert_eq!(
+                        change.key,
+                        TraceKey {
+                            attempt: 0,
+                            rank: 2
+                        }
+                    );
                     check_change(&change);
-                    by_job.entry(change.message_id.as_str().to_owned()).or_default().push(change);
+                    by_job
+                        .entry(change.message_id.as_str().to_owned())
+                        .or_default()
+                        .push(change);
                 }
             }
         }
@@ -521,7 +573,11 @@ fuzz_target!(|input: Input| {
         let doc = rules::replay(changes).unwrap();
         check_trace(&doc, changes);
         for change in changes {
-            assert_eq!(rules::apply(Some(&doc), change), doc, "a redelivery changed the trace");
+            assert_eq!(
+                rules::apply(Some(&doc), change),
+                doc,
+                "a redelivery changed the trace"
+            );
         }
         // Two messages with one key are one message delivered twice by a correct worker;
         // with distinct keys, every order must end in the same trace.

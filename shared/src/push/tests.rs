@@ -378,3 +378,55 @@ proptest::proptest! {
         }
     }
 }
+
+/// Replays the pushes that fuzzing found trouble with (`fuzz/regressions/push/*.json`:
+/// headers and body as sent): each decodes without panicking, and whatever it records
+/// or fails gives a trace the database can encode and the API can render.
+#[test]
+fn fuzz_regressions_decode_to_storable_traces() {
+    let dir = format!("{}/../fuzz/regressions/push", env!("CARGO_MANIFEST_DIR"));
+    let mut replayed = 0;
+    for entry in std::fs::read_dir(&dir).expect(&dir) {
+        let path = entry.unwrap().path();
+        let case: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let mut headers = HeaderMap::new();
+        for (name, value) in case["headers"].as_object().unwrap() {
+            headers.insert(
+                HeaderName::try_from(name.as_str()).unwrap(),
+                HeaderValue::from_str(value.as_str().unwrap()).unwrap(),
+            );
+        }
+        let body = case["body"].as_str().unwrap().as_bytes();
+        let Ok(push) = decode_push(&headers, body, now()) else {
+            replayed += 1;
+            continue;
+        };
+        let change = match push.outcome {
+            Outcome::Record(change) => Some(change),
+            Outcome::Reject { failed_trace, .. } => failed_trace,
+        };
+        if let Some(change) = change {
+            let trace = crate::rules::replay([&change]).unwrap();
+            bson::to_document(&trace)
+                .unwrap_or_else(|e| panic!("{}: the trace cannot be stored: {e}", path.display()));
+            serde_json::to_string(&trace.view(true)).unwrap();
+        }
+        replayed += 1;
+    }
+    assert!(replayed > 0, "no regression cases in {dir}");
+}
+
+#[test]
+fn a_result_field_name_with_a_nul_becomes_the_marker() {
+    let payload = json!({"message_id": "42", "status": "success", "result": {"r\u{0}[": null}});
+    let push = decode(&with_data(
+        &payload.to_string(),
+        json!({"trace_event": "status"}),
+    ));
+    let result = recorded(&push).result.clone().unwrap();
+    assert_eq!(
+        result.as_document().unwrap().get_bool("truncated"),
+        Ok(true),
+        "{result}"
+    );
+}
