@@ -63,7 +63,7 @@ fuzz:
 # beside the database's own ceiling; prints a table and writes bench/results.json.
 # BENCH_QUICK=1 make bench: one short run on a small data set.
 .PHONY: bench
-bench:
+bench: venv
 	@bash bench/ensure-tools.sh
 	cargo build --release --locked -p trace-writer -p trace-api -p job-trace-bench
 	$${CARGO_TARGET_DIR:-target}/release/bench

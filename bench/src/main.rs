@@ -236,31 +236,107 @@ fn locate_binaries(root: &Path) -> Binaries {
     bins
 }
 
-fn start_database(bins: &Binaries, work: &Path) -> (Process, u16) {
+/// Which server: the Rust one the bench is meant for, or the Python one the tests use.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Server {
+    Rust,
+    Python,
+}
+
+fn start_database(bins: &Binaries, work: &Path, server: Server) -> (Process, u16) {
     let port = free_port();
-    let storage = work.join("db");
+    let storage = work.join(match server {
+        Server::Rust => "db-rs",
+        Server::Python => "db-py",
+    });
     std::fs::create_dir_all(&storage).expect("database directory");
-    // An empty config file: otherwise the server would read a secantusd.toml it finds in
-    // the working or home directory.
-    let config = work.join("secantusd.toml");
-    std::fs::write(&config, "").expect("database config file");
-    let mut command = Command::new(&bins.database);
+    let (mut command, log) = match server {
+        Server::Rust => {
+            // An empty config file: otherwise the server would read a secantusd.toml it
+            // finds in the working or home directory.
+            let config = work.join("secantusd.toml");
+            std::fs::write(&config, "").expect("database config file");
+            let mut command = Command::new(&bins.database);
+            command.arg("--config").arg(&config);
+            (command, work.join("secantusd-rs.log"))
+        }
+        Server::Python => (
+            Command::new(project_root().join(".venv/bin/secantusd-py")),
+            work.join("secantusd-py.log"),
+        ),
+    };
     command
-        .arg("--config")
-        .arg(&config)
         .arg("--host")
         .arg("127.0.0.1")
         .arg("--port")
         .arg(port.to_string())
         .arg("--storage-path")
         .arg(&storage);
-    let mut db = Process::spawn("secantusd-rs", command, &work.join("secantus.log"), true);
+    let mut db = Process::spawn("database", command, &log, true);
     assert!(
         wait_for_port(port, Duration::from_secs(60)) && db.alive(),
         "SecantusDB did not start; see {}",
-        work.join("secantus.log").display()
+        log.display()
     );
     (db, port)
+}
+
+/// Whether the server runs the store's write: secantus-mdb 0.5.3-beta.196 refuses `$add`
+/// on a date (the pipeline's `expire_at`), and then nothing could be measured against it.
+async fn store_write_works(uri: &str) -> Result<(), String> {
+    let config = DatabaseConfig::checked(DatabaseConfig {
+        mongo_uri: uri.to_owned(),
+        mongo_database: "job_trace_probe".into(),
+        collection_job_traces: COLLECTION.into(),
+        ensure_indexes: false,
+        db_timeout_seconds: 30.0,
+    })
+    .map_err(|e| e.0)?;
+    let store = TraceStore::connect(&config)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut rng = StdRng::seed_from_u64(1);
+    let job = data::job(&mut rng, data::user_id(0xdd, 0), now_ms());
+    for body in &job.pushes {
+        store
+            .apply(&data::change_of(body))
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// The Rust server when it can run the store's write, else the Python server, with why.
+fn open_database(
+    bins: &Binaries,
+    work: &Path,
+    rt: &tokio::runtime::Runtime,
+) -> (Process, u16, Server, Option<String>) {
+    let forced = std::env::var("BENCH_DB").ok();
+    if forced.as_deref() != Some("py") {
+        let (mut db, port) = start_database(bins, work, Server::Rust);
+        let uri = format!("mongodb://127.0.0.1:{port}/?directConnection=true");
+        match rt.block_on(store_write_works(&uri)) {
+            Ok(()) => return (db, port, Server::Rust, None),
+            Err(error) => {
+                // The driver's error ends in the raw reply; the server's message is enough.
+                let error = error
+                    .split(", labels:")
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned();
+                eprintln!(
+                    "bench: the Rust server refuses the store's write ({error}); \
+                     falling back to the Python server (secantusd-py)"
+                );
+                db.stop();
+                let (db, port) = start_database(bins, work, Server::Python);
+                return (db, port, Server::Python, Some(error));
+            }
+        }
+    }
+    let (db, port) = start_database(bins, work, Server::Python);
+    (db, port, Server::Python, Some("BENCH_DB=py".into()))
 }
 
 fn write_lines(path: &Path, lines: impl IntoIterator<Item = String>) {
@@ -810,7 +886,7 @@ fn main() {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    let (db, db_port) = start_database(&bins, &work);
+    let (db, db_port, server, fallback) = open_database(&bins, &work, &rt);
     let db_uri = format!("mongodb://127.0.0.1:{db_port}/?directConnection=true");
     let mut rng = StdRng::seed_from_u64(
         std::env::var("BENCH_SEED")
@@ -1026,7 +1102,11 @@ fn main() {
     let cold_writer = cold_starts(&mut bench, false, starts);
 
     let tools = json!({
-        "database": format!("secantus-mdb ({})", tool_version(&bench.bins.database, "--version")),
+        "database": match server {
+            Server::Rust => format!("secantus-mdb ({})", tool_version(&bench.bins.database, "--version")),
+            Server::Python => "SecantusDB==0.7.0b3 (secantusd-py)".to_owned(),
+        },
+        "rust_server_refused": fallback,
         "load_generator": tool_version(&bench.bins.wrk, "-v"),
     });
     let settings_json = json!({

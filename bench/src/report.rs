@@ -195,6 +195,12 @@ pub fn table(results: &Value) -> String {
         s["jobs_per_user"],
         s["loaded_pushes"]
     );
+    if let Some(refused) = results["tools"]["rust_server_refused"].as_str() {
+        let _ = writeln!(
+            out,
+            "NOTE: the SecantusDB Rust server refused the store's write ({refused}); measured on the Python server"
+        );
+    }
     let _ = writeln!(out);
     let _ = writeln!(
         out,
