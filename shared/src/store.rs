@@ -143,12 +143,14 @@ pub fn update_pipeline(change: &Change) -> Vec<Document> {
                 -(HISTORY_MAX_ENTRIES as i32),
             ] },
         } },
+        // Date arithmetic through milliseconds ($toLong/$toDate) rather than `$add` of a
+        // date and a number: SecantusDB's Rust server refuses the latter.
         doc! { "$set": {
             "expire_at": { "$min": [
-                { "$add": ["$created_at", CREATED_TTL_SECONDS as i64 * 1000] },
+                { "$toDate": { "$add": [{ "$toLong": "$created_at" }, CREATED_TTL_SECONDS as i64 * 1000] } },
                 { "$cond": [
                     { "$eq": [{ "$type": "$completed_at" }, "date"] },
-                    { "$add": ["$completed_at", COMPLETED_TTL_SECONDS as i64 * 1000] },
+                    { "$toDate": { "$add": [{ "$toLong": "$completed_at" }, COMPLETED_TTL_SECONDS as i64 * 1000] } },
                     Bson::Null,
                 ] },
             ] },
