@@ -210,3 +210,23 @@ pub fn check_semantics(history: &History, doc: &TraceDocument) -> Result<(), Str
         Err(problems.join("; "))
     }
 }
+
+/// A random history whose events happen from `events_from` on (after its job message,
+/// whose time Pub/Sub sets when it is published), without rejected messages (their time
+/// is Pub/Sub's too, not known in advance).
+pub fn shifted_history(rng: &mut impl Rng, events_from: i64) -> History {
+    let mut history = random_history(rng, MessageId::parse("placeholder").unwrap());
+    let origin = history.messages[0].at.timestamp_millis();
+    history.messages.retain(|m| {
+        m.key
+            != job_trace::model::TraceKey {
+                attempt: 0,
+                rank: 2,
+            }
+    });
+    for message in history.messages.iter_mut().skip(1) {
+        message.at =
+            bson::DateTime::from_millis(events_from + message.at.timestamp_millis() - origin);
+    }
+    history
+}

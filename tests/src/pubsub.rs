@@ -18,7 +18,10 @@ use std::time::{Duration, Instant};
 
 use google_cloud_auth::credentials::anonymous;
 use google_cloud_pubsub::client::{Publisher, SubscriptionAdmin, TopicAdmin};
-use google_cloud_pubsub::model::{PushConfig, RetryPolicy};
+use google_cloud_pubsub::model::{Message, PushConfig, RetryPolicy};
+use job_trace::model::render_time;
+use job_trace::rules::{Change, JobDetails};
+use serde_json::json;
 
 use crate::{free_port, project_root, wait_for_port};
 
@@ -315,5 +318,42 @@ impl Default for PushOptions {
             ack_deadline_seconds: 10,
             retry_backoff: None,
         }
+    }
+}
+
+/// A job message's payload, as the API publishes it.
+pub fn job_message(job: &JobDetails) -> Message {
+    let mut data = json!({
+        "timestamp": chrono::Utc::now().to_rfc3339(),
+        "line_user_id": job.line_user_id.as_ref().map(|u| u.as_str()),
+        "check_only": job.check_only,
+    });
+    if let Some(url) = &job.url {
+        data["url"] = json!(url);
+    }
+    Message::new().set_data(data.to_string())
+}
+
+/// A worker's status event for the job `id`, with `id` as its ordering key when `ordered`.
+pub fn event_message(change: &Change, id: &str, ordered: bool) -> Message {
+    let mut data = json!({
+        "message_id": id,
+        "status": change.status.as_str(),
+        "attempt": change.key.attempt,
+        "occurred_at": render_time(change.at),
+    });
+    if let Some(error) = &change.error {
+        data["error"] = json!(error);
+    }
+    if let Some(result) = &change.result {
+        data["result"] = result.clone().into_relaxed_extjson();
+    }
+    let message = Message::new()
+        .set_data(data.to_string())
+        .set_attributes([("trace_event", "status")]);
+    if ordered {
+        message.set_ordering_key(id)
+    } else {
+        message
     }
 }

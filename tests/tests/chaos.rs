@@ -18,19 +18,16 @@ use std::time::{Duration, Instant};
 use bson::doc;
 use futures::TryStreamExt;
 use google_cloud_pubsub::client::Publisher;
-use google_cloud_pubsub::model::Message;
 use job_trace::ids::MessageId;
-use job_trace::model::{render_time, TraceDocument, TraceKey};
-use job_trace::rules::{Change, JobDetails};
+use job_trace::model::TraceDocument;
 use job_trace::TraceStore;
 use job_trace_tests::apps::Binary;
-use job_trace_tests::histories::{arrival_order, check_semantics, random_history, History};
-use job_trace_tests::pubsub::{emulator, PushOptions};
+use job_trace_tests::histories::{arrival_order, check_semantics, shifted_history, History};
+use job_trace_tests::pubsub::{emulator, event_message, job_message, PushOptions};
 use job_trace_tests::{free_port, project_root, unique_name, Database};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
-use serde_json::json;
 
 fn env_number(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -108,55 +105,6 @@ fn push_statuses(binary: &Binary, into: &mut HashMap<u64, u64>) {
     }
 }
 
-fn job_message(job: &JobDetails) -> Message {
-    let mut data = json!({
-        "timestamp": chrono::Utc::now().to_rfc3339(),
-        "line_user_id": job.line_user_id.as_ref().map(|u| u.as_str()),
-        "check_only": job.check_only,
-    });
-    if let Some(url) = &job.url {
-        data["url"] = json!(url);
-    }
-    Message::new().set_data(data.to_string())
-}
-
-fn event_message(change: &Change, id: &str) -> Message {
-    let mut data = json!({
-        "message_id": id,
-        "status": change.status.as_str(),
-        "attempt": change.key.attempt,
-        "occurred_at": render_time(change.at),
-    });
-    if let Some(error) = &change.error {
-        data["error"] = json!(error);
-    }
-    if let Some(result) = &change.result {
-        data["result"] = result.clone().into_relaxed_extjson();
-    }
-    Message::new()
-        .set_data(data.to_string())
-        .set_attributes([("trace_event", "status")])
-}
-
-/// A random history whose events happen after `events_from` (so after the job message's
-/// publishTime), without rejected messages (their time is Pub/Sub's, not known here).
-fn shifted_history(rng: &mut StdRng, events_from: i64) -> History {
-    let mut history = random_history(rng, MessageId::parse("placeholder").unwrap());
-    let origin = history.messages[0].at.timestamp_millis();
-    history.messages.retain(|m| {
-        m.key
-            != TraceKey {
-                attempt: 0,
-                rank: 2,
-            }
-    });
-    for message in history.messages.iter_mut().skip(1) {
-        message.at =
-            bson::DateTime::from_millis(events_from + message.at.timestamp_millis() - origin);
-    }
-    history
-}
-
 struct Job {
     history: History,
     /// When its job message was published (the test's clock around the call), ms.
@@ -220,7 +168,7 @@ async fn publish_events(rng: &mut StdRng, topic: &Publisher, jobs: &[Job]) -> us
         let mut events = job.history.clone();
         events.messages.remove(0);
         for change in arrival_order(rng, &events, &job.history.message_id) {
-            messages.push(event_message(&change, job.id()));
+            messages.push(event_message(&change, job.id(), false));
         }
     }
     messages.shuffle(rng);

@@ -17,73 +17,15 @@ use futures::TryStreamExt;
 use google_cloud_pubsub::client::Publisher;
 use google_cloud_pubsub::model::Message;
 use job_trace::ids::MessageId;
-use job_trace::model::{render_time, TraceDocument, TraceKey};
-use job_trace::rules::{Change, JobDetails};
+use job_trace::model::{render_time, TraceDocument};
 use job_trace::TraceStore;
-use job_trace_tests::histories::{arrival_order, check_semantics, random_history, History};
-use job_trace_tests::pubsub::{emulator, PushOptions};
+use job_trace_tests::histories::{arrival_order, check_semantics, shifted_history, History};
+use job_trace_tests::pubsub::{emulator, event_message, job_message, PushOptions};
 use job_trace_tests::{unique_name, Database};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde_json::{json, Value};
 use writer_common::*;
-
-/// A job message's payload, as the API publishes it.
-fn job_message(job: &JobDetails) -> Message {
-    let mut data = json!({
-        "timestamp": chrono::Utc::now().to_rfc3339(),
-        "line_user_id": job.line_user_id.as_ref().map(|u| u.as_str()),
-        "check_only": job.check_only,
-    });
-    if let Some(url) = &job.url {
-        data["url"] = json!(url);
-    }
-    Message::new().set_data(data.to_string())
-}
-
-/// A worker's status event for the job `id`.
-fn event_message(change: &Change, id: &str, ordered: bool) -> Message {
-    let mut data = json!({
-        "message_id": id,
-        "status": change.status.as_str(),
-        "attempt": change.key.attempt,
-        "occurred_at": render_time(change.at),
-    });
-    if let Some(error) = &change.error {
-        data["error"] = json!(error);
-    }
-    if let Some(result) = &change.result {
-        data["result"] = result.clone().into_relaxed_extjson();
-    }
-    let message = Message::new()
-        .set_data(data.to_string())
-        .set_attributes([("trace_event", "status")]);
-    if ordered {
-        message.set_ordering_key(id)
-    } else {
-        message
-    }
-}
-
-/// A job's history with the events moved to `events_from` onwards (after the job message
-/// is published, whose time Pub/Sub sets), and without rejected messages (those are
-/// tested over HTTP, where their times are known).
-fn shifted_history(rng: &mut StdRng, events_from: i64) -> History {
-    let mut history = random_history(rng, MessageId::parse("placeholder").unwrap());
-    let origin = history.messages[0].at.timestamp_millis();
-    history.messages.retain(|m| {
-        m.key
-            != TraceKey {
-                attempt: 0,
-                rank: 2,
-            }
-    });
-    for message in history.messages.iter_mut().skip(1) {
-        message.at =
-            bson::DateTime::from_millis(events_from + message.at.timestamp_millis() - origin);
-    }
-    history
-}
 
 /// A job under test: its history (ids set once published) and when its job message was
 /// published.
