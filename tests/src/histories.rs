@@ -230,3 +230,29 @@ pub fn shifted_history(rng: &mut impl Rng, events_from: i64) -> History {
     }
     history
 }
+
+/// The rules' verdict on `doc`, a trace of `history` whose job message was published
+/// between `published.0` and `published.1` (ms, the test's clock around the call): its
+/// `created_at` is the publishTime Pub/Sub stamped, which must fall in that window.
+pub fn check_published(
+    history: &History,
+    published: (i64, i64),
+    doc: &TraceDocument,
+) -> Result<(), String> {
+    let (before, after) = published;
+    let created = doc.created_at.ok_or("no created_at")?.timestamp_millis();
+    // publishTime is the emulator's clock, on this machine, in milliseconds.
+    if !(before - 1000..=after + 1000).contains(&created) {
+        return Err(format!(
+            "created_at {created} outside the publish window {before}..{after}"
+        ));
+    }
+    let mut history = history.clone();
+    history.messages[0].at = bson::DateTime::from_millis(created);
+    check_semantics(&history, doc)?;
+    let current = history.messages.iter().max_by_key(|m| m.key).unwrap();
+    if doc.result != current.result {
+        return Err(format!("result {:?} != {:?}", doc.result, current.result));
+    }
+    Ok(())
+}

@@ -22,7 +22,7 @@ use job_trace::ids::MessageId;
 use job_trace::model::TraceDocument;
 use job_trace::TraceStore;
 use job_trace_tests::apps::Binary;
-use job_trace_tests::histories::{arrival_order, check_semantics, shifted_history, History};
+use job_trace_tests::histories::{arrival_order, check_published, shifted_history, History};
 use job_trace_tests::pubsub::{emulator, event_message, job_message, PushOptions};
 use job_trace_tests::{free_port, project_root, unique_name, Database};
 use rand::rngs::StdRng;
@@ -117,21 +117,7 @@ impl Job {
     }
 
     fn check(&self, doc: &TraceDocument) -> Result<(), String> {
-        let (before, after) = self.published;
-        let created = doc.created_at.ok_or("no created_at")?.timestamp_millis();
-        if !(before - 1000..=after + 1000).contains(&created) {
-            return Err(format!(
-                "created_at {created} outside the publish window {before}..{after}"
-            ));
-        }
-        let mut history = self.history.clone();
-        history.messages[0].at = bson::DateTime::from_millis(created);
-        check_semantics(&history, doc)?;
-        let current = history.messages.iter().max_by_key(|m| m.key).unwrap();
-        if doc.result != current.result {
-            return Err(format!("result {:?} != {:?}", doc.result, current.result));
-        }
-        Ok(())
+        check_published(&self.history, self.published, doc)
     }
 }
 

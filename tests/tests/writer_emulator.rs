@@ -19,7 +19,7 @@ use google_cloud_pubsub::model::Message;
 use job_trace::ids::MessageId;
 use job_trace::model::{render_time, TraceDocument};
 use job_trace::TraceStore;
-use job_trace_tests::histories::{arrival_order, check_semantics, shifted_history, History};
+use job_trace_tests::histories::{arrival_order, check_published, shifted_history, History};
 use job_trace_tests::pubsub::{emulator, event_message, job_message, PushOptions};
 use job_trace_tests::{unique_name, Database};
 use rand::rngs::StdRng;
@@ -41,22 +41,7 @@ impl Job {
 
     /// The rules' verdict on `doc`, the job message's time being what Pub/Sub stamped.
     fn check(&self, doc: &TraceDocument) -> Result<(), String> {
-        let (before, after) = self.published.expect("published");
-        let created = doc.created_at.ok_or("no created_at")?.timestamp_millis();
-        // publishTime is the emulator's clock, on this machine, in milliseconds.
-        if !(before - 1000..=after + 1000).contains(&created) {
-            return Err(format!(
-                "created_at {created} outside the publish window {before}..{after}"
-            ));
-        }
-        let mut history = self.history.clone();
-        history.messages[0].at = bson::DateTime::from_millis(created);
-        check_semantics(&history, doc)?;
-        let current = history.messages.iter().max_by_key(|m| m.key).unwrap();
-        if doc.result != current.result {
-            return Err(format!("result {:?} != {:?}", doc.result, current.result));
-        }
-        Ok(())
+        check_published(&self.history, self.published.expect("published"), doc)
     }
 }
 
