@@ -129,13 +129,10 @@ pub async fn stream(
     let parsed = checks
         .take(Query::parse(query.as_deref()))
         .unwrap_or_default();
-    let message_id = match path_value("message_id", path) {
-        Ok(raw) => checks.take(params::message_id(Location::Path, Some(&raw))),
-        Err(error) => {
-            checks.push(error);
-            None
-        }
-    };
+    let message_id = checks.take(
+        path_value("message_id", path)
+            .and_then(|raw| params::message_id(Location::Path, Some(&raw))),
+    );
     let include_history = checks.take(params::include_history(&parsed));
     checks
         .finish()

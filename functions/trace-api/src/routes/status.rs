@@ -30,13 +30,8 @@ fn parse(
 ) -> Result<(MessageId, StatusParams), ApiError> {
     let mut checks = Checks::default();
     let query = checks.take(Query::parse(query)).unwrap_or_default();
-    let message_id = match message_id {
-        Ok(raw) => checks.take(params::message_id(location, Some(&raw))),
-        Err(error) => {
-            checks.push(error);
-            None
-        }
-    };
+    let message_id =
+        checks.take(message_id.and_then(|raw| params::message_id(location, Some(&raw))));
     let include_history = checks.take(params::include_history(&query));
     let wait = checks.take(params::wait(&query));
     checks

@@ -32,13 +32,7 @@ fn parse(
 ) -> Result<(UserQuery, bool), ApiError> {
     let mut checks = Checks::default();
     let query = checks.take(Query::parse(query)).unwrap_or_default();
-    let user = match user {
-        Ok(raw) => checks.take(params::line_user_id(location, Some(&raw))),
-        Err(error) => {
-            checks.push(error);
-            None
-        }
-    };
+    let user = checks.take(user.and_then(|raw| params::line_user_id(location, Some(&raw))));
     let limit = checks.take(params::limit(&query));
     let skip = checks.take(params::skip(&query));
     let statuses = checks.take(params::statuses(&query));
