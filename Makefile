@@ -1,5 +1,7 @@
 # The README's two commands: `make run` and `make test`.
 SHELL := bash
+# Absolute: cargo runs tests from their package's directory.
+TARGET_DIR := $(abspath $(or $(CARGO_TARGET_DIR),target))
 .DEFAULT_GOAL := help
 
 .PHONY: help test lint venv run stop build demo convergence-long
@@ -9,7 +11,7 @@ help:
 	@echo "make stop   - stop what make run started"
 	@echo "make demo   - (with make run up) enqueue jobs, play a worker, watch them converge"
 	@echo "make test   - formatting, clippy and every test on real servers"
-	@echo "make convergence-long - the rules' convergence test with 100,000 histories"
+	@echo "make convergence-long - the convergence tests with 100,000 histories, in memory and through the database"
 
 venv:
 	@bash scripts/ensure-venv.sh
@@ -40,7 +42,9 @@ demo: build
 
 convergence-long: venv
 	JOBTRACE_PURE_HISTORIES=100000 cargo test --release --locked -p job-trace-tests --test convergence -- --nocapture
-	JOBTRACE_HISTORIES=3000 cargo test --release --locked -p job-trace-tests --test store -- --nocapture the_store_agrees
+	@bash bench/ensure-tools.sh
+	JOBTRACE_DATABASE=rust JOBTRACE_HISTORIES=100000 \
+	  cargo test --release --locked -p job-trace-tests --test store -- --nocapture the_store_agrees
 
 # Both fuzz targets (fuzz/, outside the workspace): first the regression inputs, then
 # FUZZ_RUNS fresh inputs each from the committed corpus (new finds go to fuzz/target).
@@ -66,13 +70,13 @@ fuzz:
 bench: venv
 	@bash bench/ensure-tools.sh
 	cargo build --release --locked -p trace-writer -p trace-api -p job-trace-bench
-	$${CARGO_TARGET_DIR:-target}/release/bench
+	"$(TARGET_DIR)/release/bench"
 
 # 10,000 jobs through the Pub/Sub emulator into the trace-writer binary while the
 # database is SIGKILLed twice and the writer SIGTERMed once (tests/tests/chaos.rs).
 # Not part of `make test`: the test is #[ignore]d there.
 .PHONY: chaos
 chaos: venv
-	cargo build --locked -p trace-writer
-	JOBTRACE_WRITER_BIN="$${CARGO_TARGET_DIR:-target}/debug/trace-writer" \
+	cargo build --release --locked -p trace-writer
+	JOBTRACE_WRITER_BIN="$(TARGET_DIR)/release/trace-writer" \
 	  cargo test --locked -p job-trace-tests --test chaos -- --ignored --nocapture

@@ -2,7 +2,9 @@
 //! themselves and gone when the test process ends.
 //!
 //! * [`Database`]: a SecantusDB server (MongoDB wire protocol over WiredTiger) from the
-//!   pinned Python package in the project's `.venv`, installed on first use.
+//!   pinned Python package in the project's `.venv`, installed on first use; with
+//!   `JOBTRACE_DATABASE=rust`, SecantusDB's much faster Rust server, which
+//!   `bench/ensure-tools.sh` builds into `.bench-tools/` (the long runs use it).
 //! * [`histories`]: random job histories and their messages, for convergence tests.
 //! * [`pubsub`]: the Google Pub/Sub emulator and `google-cloud-pubsub` clients of it.
 //! * [`apps`]: the functions served in-process, or their binaries run as processes.
@@ -121,7 +123,6 @@ impl Database {
 
     /// A server of its own (for tests that stop it).
     pub fn start_new() -> Database {
-        let binary = ensure_venv();
         let base = project_root().join("target/harness");
         std::fs::create_dir_all(&base).expect("target/harness");
         remove_stale_dirs(&base);
@@ -138,13 +139,13 @@ impl Database {
             storage,
             child: Mutex::new(None),
         };
-        database.spawn(&binary);
+        database.spawn();
         database
     }
 
-    fn spawn(&self, binary: &Path) {
+    fn spawn(&self) {
         let log = std::fs::File::create(&self.log).expect("database log file");
-        let mut command = Command::new(binary);
+        let mut command = server_command(&self.storage);
         command
             .args(["--host", "127.0.0.1", "--port", &self.port.to_string()])
             .arg("--storage-path")
@@ -153,7 +154,7 @@ impl Database {
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log);
-        let mut child = spawn_tied(command).expect("start secantusd-py");
+        let mut child = spawn_tied(command).expect("start SecantusDB");
         if !wait_for_port(self.port, Duration::from_secs(60)) {
             let _ = child.kill();
             panic!(
@@ -180,7 +181,7 @@ impl Database {
     /// Starts the server again on the same port and data.
     pub fn start(&self) {
         if self.child.lock().unwrap().is_none() {
-            self.spawn(&ensure_venv());
+            self.spawn();
         }
     }
 
@@ -200,7 +201,33 @@ impl Drop for Database {
     fn drop(&mut self) {
         self.stop();
         let _ = std::fs::remove_dir_all(&self.storage);
+        let _ = std::fs::remove_file(self.storage.with_extension("toml"));
         let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+/// The server `JOBTRACE_DATABASE` names (`python`, the default, or `rust`), without its
+/// address and storage arguments.
+fn server_command(storage: &Path) -> Command {
+    match std::env::var("JOBTRACE_DATABASE").as_deref() {
+        Ok("rust") => {
+            let binary = project_root().join(".bench-tools/bin/secantusd-rs");
+            assert!(
+                binary.exists(),
+                "JOBTRACE_DATABASE=rust needs {}: run bash bench/ensure-tools.sh",
+                binary.display()
+            );
+            // An empty config file: otherwise the server would read a secantusd.toml it
+            // finds in the working or home directory.
+            let config = storage.with_extension("toml");
+            std::fs::write(&config, "").expect("database config file");
+            let mut command = Command::new(binary);
+            command.arg("--config").arg(config);
+            command
+        }
+        Ok("python") | Err(std::env::VarError::NotPresent) => Command::new(ensure_venv()),
+        Ok(other) => panic!("JOBTRACE_DATABASE={other}: expected python or rust"),
+        Err(e) => panic!("JOBTRACE_DATABASE: {e}"),
     }
 }
 
