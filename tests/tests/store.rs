@@ -185,6 +185,9 @@ async fn the_store_agrees_with_the_rules_for_every_arrival_order() {
         .unwrap_or_else(|| rand::rng().random());
     eprintln!("convergence: {histories} histories, JOBTRACE_SEED={seed}");
     let store = fresh_store("converge").await;
+    // With the seed's indexes, as in production: a long run makes 2 x JOBTRACE_HISTORIES
+    // documents, and without the unique index each write would scan them all.
+    store.ensure_indexes().await.expect("indexes");
     let mut rng = StdRng::seed_from_u64(seed);
     // Made as they are applied: `make convergence-long` runs 100,000 of them.
     let cases = (0..histories).map(move |n| {
