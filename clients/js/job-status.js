@@ -259,29 +259,16 @@ async function followEvents(state, fallback) {
     const { path, query } = state.url('/events');
     const extra = { Accept: 'text/event-stream' };
     if (state.etag !== null) extra['Last-Event-ID'] = state.etag;
-    /** @type {Response} */
-    let response;
-    try {
-      response = await state.fetch(withQuery(path, query), {
-        headers: state.headers(extra),
-        signal: state.signal,
-        cache: 'no-store',
-      });
-    } catch (cause) {
-      if (state.signal?.aborted) throw state.signal.reason;
+    const { response, error: unreachable } = await send(state, withQuery(path, query), extra);
+    if (unreachable) {
       failures += 1;
-      const error = networkError(state.messageId, cause);
       if (fallback && failures >= fallbackAfter) {
-        return { done: false, reason: `event stream unreachable: ${error.message}` };
+        return { done: false, reason: `event stream unreachable: ${unreachable.message}` };
       }
-      await state.transient(error, failures);
+      await state.transient(unreachable, failures);
       continue;
     }
-    if (response.status === 404) {
-      await discard(response);
-      await state.notRecorded();
-      continue;
-    }
+    if (await notRecordedYet(state, response)) continue;
     if (response.status === 204) {
       // Our Last-Event-ID is the final state: the trace we already have is the answer.
       await discard(response);
@@ -376,19 +363,10 @@ async function followPolling(state) {
     query.set('wait', String(state.wait));
     const extra = {};
     if (state.etag !== null) extra['If-None-Match'] = quoteTag(state.etag);
-    /** @type {Response} */
-    let response;
-    try {
-      response = await state.fetch(withQuery(path, query), {
-        headers: state.headers(extra),
-        signal: state.signal,
-        // With If-None-Match set by hand, a browser passes the 304 through to us.
-        cache: 'no-store',
-      });
-    } catch (cause) {
-      if (state.signal?.aborted) throw state.signal.reason;
+    const { response, error: unreachable } = await send(state, withQuery(path, query), extra);
+    if (unreachable) {
       failures += 1;
-      await state.transient(networkError(state.messageId, cause), failures);
+      await state.transient(unreachable, failures);
       continue;
     }
     if (response.status === 304) {
@@ -396,11 +374,7 @@ async function followPolling(state) {
       failures = 0;
       continue;
     }
-    if (response.status === 404) {
-      await discard(response);
-      await state.notRecorded();
-      continue;
-    }
+    if (await notRecordedYet(state, response)) continue;
     if (!response.ok) {
       const error = await httpError(response, state.messageId);
       if (!isRetryable(response.status)) throw error;
@@ -413,6 +387,43 @@ async function followPolling(state) {
     state.update(trace, response.headers.get('etag'), 'poll');
     if (isTerminal(trace.status)) return trace;
   }
+}
+
+/**
+ * One request of a follow loop: the response, or the network error that kept it from
+ * coming, for the loop to count (an abort is thrown, as everywhere).
+ * @param {FollowState} state
+ * @param {string} url
+ * @param {Record<string, string>} extra headers
+ * @returns {Promise<{ response: Response, error?: undefined } | { response?: undefined, error: JobTraceError }>}
+ */
+async function send(state, url, extra) {
+  try {
+    const response = await state.fetch(url, {
+      headers: state.headers(extra),
+      signal: state.signal,
+      // With If-None-Match or Last-Event-ID set by hand, a browser passes the 304 or 204
+      // through to us.
+      cache: 'no-store',
+    });
+    return { response };
+  } catch (cause) {
+    if (state.signal?.aborted) throw state.signal.reason;
+    return { error: networkError(state.messageId, cause) };
+  }
+}
+
+/**
+ * A 404 while following: the job message may not be recorded yet (events can arrive
+ * first), so the loop waits as the options say and asks again.
+ * @param {FollowState} state
+ * @param {Response} response
+ */
+async function notRecordedYet(state, response) {
+  if (response.status !== 404) return false;
+  await discard(response);
+  await state.notRecorded();
+  return true;
 }
 
 /** After a 204 without a trace in hand: one plain read. */
