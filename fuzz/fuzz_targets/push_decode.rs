@@ -179,8 +179,19 @@ enum Json {
     Deep(u8, Box<Json>),
 }
 
+/// Deeper than serde_json reads (128 levels), so that the decoder's refusal of a deep body
+/// is reached, yet shallow enough that building, rendering and dropping a value (all
+/// recursive) stay well within the stack: nested `Deep`s once made values thousands of
+/// levels deep, and the run died of a stack overflow in the harness.
+const MAX_DEPTH: usize = 160;
+
 impl Json {
     fn value(&self) -> Value {
+        self.value_within(MAX_DEPTH)
+    }
+
+    /// The value, at most `room` levels deep.
+    fn value_within(&self, room: usize) -> Value {
         match self {
             Json::Null => Value::Null,
             Json::Bool(flag) => json!(flag),
@@ -188,15 +199,24 @@ impl Json {
             Json::Big(n) => json!(n),
             Json::Float(x) => serde_json::Number::from_f64(*x).map_or(Value::Null, Value::Number),
             Json::Str(text) => json!(text),
-            Json::Array(items) => Value::Array(items.iter().map(Json::value).collect()),
-            Json::Object(fields) => Value::Object(object(fields)),
+            Json::Array(_) | Json::Object(_) if room == 0 => Value::Null,
+            Json::Array(items) => Value::Array(
+                items
+                    .iter()
+                    .map(|item| item.value_within(room - 1))
+                    .collect(),
+            ),
+            Json::Object(fields) => Value::Object(object_within(fields, room - 1)),
             Json::Deep(levels, inner) => {
-                let mut value = inner.value();
-                for level in 0..(levels % 40) {
+                let levels = usize::from(levels % 40).min(room);
+                let mut value = inner.value_within(room - levels);
+                // Not `json!`: it would copy the whole value at every level, and a few
+                // nested `Deep`s then took seconds (libFuzzer's slow units).
+                for level in 0..levels {
                     value = if level % 2 == 0 {
-                        json!({ "a": value })
+                        Value::Object(Map::from_iter([("a".to_owned(), value)]))
                     } else {
-                        json!([value])
+                        Value::Array(vec![value])
                     };
                 }
                 value
@@ -206,7 +226,14 @@ impl Json {
 }
 
 fn object(fields: &[(String, Json)]) -> Map<String, Value> {
-    fields.iter().map(|(k, v)| (k.clone(), v.value())).collect()
+    object_within(fields, MAX_DEPTH)
+}
+
+fn object_within(fields: &[(String, Json)], room: usize) -> Map<String, Value> {
+    fields
+        .iter()
+        .map(|(k, v)| (k.clone(), v.value_within(room)))
+        .collect()
 }
 
 fn b64(bytes: &[u8]) -> String {
