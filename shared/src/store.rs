@@ -12,7 +12,7 @@ use mongodb::{Client, Collection, IndexModel};
 
 use crate::config::DatabaseConfig;
 use crate::ids::{LineUserId, MessageId};
-use crate::indexes::{seed_index_set, COMPLETED_TTL_SECONDS, CREATED_TTL_SECONDS};
+use crate::indexes::{seed_index_set, IndexSpec, COMPLETED_TTL_SECONDS, CREATED_TTL_SECONDS};
 use crate::model::{JobStatus, JobType, TraceDocument};
 use crate::rules::{Change, HISTORY_ATTEMPTS, HISTORY_MAX_ENTRIES};
 
@@ -310,7 +310,15 @@ impl TraceStore {
 
     /// Creates the seed's index set; idempotent (an existing identical index is a no-op).
     pub async fn ensure_indexes(&self) -> Result<(), StoreError> {
-        let models = seed_index_set()
+        self.create_indexes(seed_index_set()).await
+    }
+
+    /// Creates `specs`; idempotent like [`TraceStore::ensure_indexes`].
+    pub async fn create_indexes(
+        &self,
+        specs: impl IntoIterator<Item = IndexSpec>,
+    ) -> Result<(), StoreError> {
+        let models = specs
             .into_iter()
             .map(|spec| {
                 let options = IndexOptions::builder()

@@ -13,7 +13,7 @@ use job_trace::rules::{self, Change, JobDetails};
 use job_trace::store::UserQuery;
 use job_trace::TraceStore;
 use job_trace_tests::histories::{arrival_order, check_semantics, random_history};
-use job_trace_tests::{counted_store, fresh_store, unique_name, Database};
+use job_trace_tests::{counted_store, fresh_store};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -188,20 +188,11 @@ async fn the_store_agrees_with_the_rules_for_every_arrival_order() {
     // documents, and without the unique index each write would scan them all. All but the
     // TTL indexes: the histories are dated months ago, and a TTL sweep would delete a
     // trace between two of its writes.
-    let config = Database::shared().config(&unique_name("converge"));
-    let store = TraceStore::connect(&config).await.expect("store");
-    store.ensure_indexes().await.expect("indexes");
-    let traces = mongodb::Client::with_uri_str(&config.mongo_uri)
+    let store = fresh_store("converge").await;
+    store
+        .create_indexes(seed_index_set().into_iter().filter(|index| !index.is_ttl()))
         .await
-        .expect("client")
-        .database(&config.mongo_database)
-        .collection::<Document>(&config.collection_job_traces);
-    for ttl in seed_index_set().into_iter().filter(|index| index.is_ttl()) {
-        traces
-            .drop_index(&ttl.name)
-            .await
-            .expect("drop a TTL index");
-    }
+        .expect("indexes");
     let mut rng = StdRng::seed_from_u64(seed);
     // Made as they are applied: `make convergence-long` runs 100,000 of them.
     let cases = (0..histories).map(move |n| {
