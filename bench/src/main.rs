@@ -31,7 +31,8 @@ use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
 use crate::direct::{DirectOp, Inputs};
-use crate::services::{free_port, function_command, http_status, wait_for_port, Binaries, Process};
+use crate::services::{function_command, http_status, Binaries, Process};
+use job_trace_tests::{free_port, project_root, wait_for_port, Server};
 
 const DATABASE: &str = "job_trace_bench";
 const COLLECTION: &str = "job_traces";
@@ -199,13 +200,6 @@ struct Bench {
     push_rate: [f64; 2],
 }
 
-fn project_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("bench/ sits in the workspace")
-        .to_path_buf()
-}
-
 fn locate_binaries(root: &Path) -> Binaries {
     let release = std::env::var_os("BENCH_BIN_DIR")
         .map(PathBuf::from)
@@ -214,13 +208,10 @@ fn locate_binaries(root: &Path) -> Binaries {
                 .map_or_else(|| root.join("target"), PathBuf::from);
             root.join(target).join("release")
         });
-    let database = std::env::var_os("SECANTUS_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join(".bench-tools/bin/secantusd-rs"));
     let bins = Binaries {
         writer: release.join("trace-writer"),
         api: release.join("trace-api"),
-        database,
+        database: Server::rust_binary(),
         wrk: PathBuf::from(std::env::var_os("WRK_BIN").unwrap_or_else(|| "wrk".into())),
     };
     for (what, path) in [
@@ -236,43 +227,16 @@ fn locate_binaries(root: &Path) -> Binaries {
     bins
 }
 
-/// Which server: the Rust one the bench is meant for, or the Python one the tests use.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Server {
-    Rust,
-    Python,
-}
-
-fn start_database(bins: &Binaries, work: &Path, server: Server) -> (Process, u16) {
+fn start_database(work: &Path, server: Server) -> (Process, u16) {
     let port = free_port();
-    let storage = work.join(match server {
-        Server::Rust => "db-rs",
-        Server::Python => "db-py",
-    });
-    std::fs::create_dir_all(&storage).expect("database directory");
-    let (mut command, log) = match server {
-        Server::Rust => {
-            // An empty config file: otherwise the server would read a secantusd.toml it
-            // finds in the working or home directory.
-            let config = work.join("secantusd.toml");
-            std::fs::write(&config, "").expect("database config file");
-            let mut command = Command::new(&bins.database);
-            command.arg("--config").arg(&config);
-            (command, work.join("secantusd-rs.log"))
-        }
-        Server::Python => (
-            Command::new(project_root().join(".venv/bin/secantusd-py")),
-            work.join("secantusd-py.log"),
-        ),
+    let name = match server {
+        Server::Rust => "secantusd-rs",
+        Server::Python => "secantusd-py",
     };
-    command
-        .arg("--host")
-        .arg("127.0.0.1")
-        .arg("--port")
-        .arg(port.to_string())
-        .arg("--storage-path")
-        .arg(&storage);
-    let mut db = Process::spawn("database", command, &log, true);
+    let storage = work.join(name);
+    std::fs::create_dir_all(&storage).expect("database directory");
+    let log = work.join(format!("{name}.log"));
+    let mut db = Process::spawn("database", server.command(port, &storage), &log, true);
     assert!(
         wait_for_port(port, Duration::from_secs(60)) && db.alive(),
         "SecantusDB did not start; see {}",
@@ -308,13 +272,12 @@ async fn store_write_works(uri: &str) -> Result<(), String> {
 
 /// The Rust server when it can run the store's write, else the Python server, with why.
 fn open_database(
-    bins: &Binaries,
     work: &Path,
     rt: &tokio::runtime::Runtime,
 ) -> (Process, u16, Server, Option<String>) {
     let forced = std::env::var("BENCH_DB").ok();
     if forced.as_deref() != Some("py") {
-        let (mut db, port) = start_database(bins, work, Server::Rust);
+        let (mut db, port) = start_database(work, Server::Rust);
         let uri = format!("mongodb://127.0.0.1:{port}/?directConnection=true");
         match rt.block_on(store_write_works(&uri)) {
             Ok(()) => return (db, port, Server::Rust, None),
@@ -330,12 +293,12 @@ fn open_database(
                      falling back to the Python server (secantusd-py)"
                 );
                 db.stop();
-                let (db, port) = start_database(bins, work, Server::Python);
+                let (db, port) = start_database(work, Server::Python);
                 return (db, port, Server::Python, Some(error));
             }
         }
     }
-    let (db, port) = start_database(bins, work, Server::Python);
+    let (db, port) = start_database(work, Server::Python);
     (db, port, Server::Python, Some("BENCH_DB=py".into()))
 }
 
@@ -886,7 +849,7 @@ fn main() {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    let (db, db_port, server, fallback) = open_database(&bins, &work, &rt);
+    let (db, db_port, server, fallback) = open_database(&work, &rt);
     let db_uri = format!("mongodb://127.0.0.1:{db_port}/?directConnection=true");
     let mut rng = StdRng::seed_from_u64(
         std::env::var("BENCH_SEED")

@@ -2,22 +2,15 @@
 //! loopback port and stopped when the bench ends, however it ends.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::os::unix::process::CommandExt;
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub fn free_port() -> u16 {
-    TcpListener::bind(("127.0.0.1", 0))
-        .and_then(|listener| listener.local_addr())
-        .map(|address| address.port())
-        .expect("a free loopback port")
-}
+use job_trace_tests::spawn_tied;
 
-/// A child that dies with the bench: PR_SET_PDEATHSIG covers a panic or a Ctrl-C, and
-/// Drop covers the ordinary end. Spawn only from the main thread: Linux ties the signal
-/// to the thread that forked.
+/// A child that dies with the bench: the harness's parent-death signal covers a panic or
+/// a Ctrl-C, and Drop covers the ordinary end.
 pub struct Process {
     child: Child,
 }
@@ -33,16 +26,7 @@ impl Process {
             Stdio::null()
         };
         command.stdin(Stdio::null()).stdout(stdout).stderr(log);
-        // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
-        unsafe {
-            command.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
-        let child = command
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        let child = spawn_tied(command).unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
         Process { child }
     }
 
@@ -80,17 +64,6 @@ impl Drop for Process {
     fn drop(&mut self) {
         self.stop();
     }
-}
-
-pub fn wait_for_port(port: u16, limit: Duration) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    false
 }
 
 /// One HTTP/1.1 request on a new connection; the status code, or None when nothing

@@ -12,6 +12,7 @@
 pub mod apps;
 pub mod histories;
 pub mod node;
+#[cfg(feature = "pubsub")]
 pub mod pubsub;
 
 use std::net::{TcpListener, TcpStream};
@@ -145,12 +146,8 @@ impl Database {
 
     fn spawn(&self) {
         let log = std::fs::File::create(&self.log).expect("database log file");
-        let mut command = server_command(&self.storage);
+        let mut command = Server::from_env().command(self.port, &self.storage);
         command
-            .args(["--host", "127.0.0.1", "--port", &self.port.to_string()])
-            .arg("--storage-path")
-            .arg(&self.storage)
-            .args(["--log-level", "WARNING"])
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log);
@@ -206,28 +203,61 @@ impl Drop for Database {
     }
 }
 
-/// The server `JOBTRACE_DATABASE` names (`python`, the default, or `rust`), without its
-/// address and storage arguments.
-fn server_command(storage: &Path) -> Command {
-    match std::env::var("JOBTRACE_DATABASE").as_deref() {
-        Ok("rust") => {
-            let binary = project_root().join(".bench-tools/bin/secantusd-rs");
-            assert!(
-                binary.exists(),
-                "JOBTRACE_DATABASE=rust needs {}: run bash bench/ensure-tools.sh",
-                binary.display()
-            );
-            // An empty config file: otherwise the server would read a secantusd.toml it
-            // finds in the working or home directory.
-            let config = storage.with_extension("toml");
-            std::fs::write(&config, "").expect("database config file");
-            let mut command = Command::new(binary);
-            command.arg("--config").arg(config);
-            command
+/// Which SecantusDB server: the pinned Python package (the tests' default), or the much
+/// faster Rust server that `bench/ensure-tools.sh` builds into `.bench-tools/` (the bench
+/// and the long runs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Server {
+    Python,
+    Rust,
+}
+
+impl Server {
+    /// `JOBTRACE_DATABASE`: `python` (the default) or `rust`.
+    pub fn from_env() -> Server {
+        match std::env::var("JOBTRACE_DATABASE").as_deref() {
+            Ok("rust") => Server::Rust,
+            Ok("python") | Err(std::env::VarError::NotPresent) => Server::Python,
+            Ok(other) => panic!("JOBTRACE_DATABASE={other}: expected python or rust"),
+            Err(e) => panic!("JOBTRACE_DATABASE: {e}"),
         }
-        Ok("python") | Err(std::env::VarError::NotPresent) => Command::new(ensure_venv()),
-        Ok(other) => panic!("JOBTRACE_DATABASE={other}: expected python or rust"),
-        Err(e) => panic!("JOBTRACE_DATABASE: {e}"),
+    }
+
+    /// Where the Rust server is: `SECANTUS_BIN`, else where `bench/ensure-tools.sh` puts it.
+    pub fn rust_binary() -> PathBuf {
+        std::env::var_os("SECANTUS_BIN").map_or_else(
+            || project_root().join(".bench-tools/bin/secantusd-rs"),
+            PathBuf::from,
+        )
+    }
+
+    /// The server on `127.0.0.1:port` with its data in `storage`, logging warnings and
+    /// worse.
+    pub fn command(self, port: u16, storage: &Path) -> Command {
+        let mut command = match self {
+            Server::Python => Command::new(ensure_venv()),
+            Server::Rust => {
+                let binary = Server::rust_binary();
+                assert!(
+                    binary.exists(),
+                    "the Rust SecantusDB server is not at {}: run bash bench/ensure-tools.sh",
+                    binary.display()
+                );
+                // An empty config file: otherwise the server would read a secantusd.toml
+                // it finds in the working or home directory.
+                let config = storage.with_extension("toml");
+                std::fs::write(&config, "").expect("database config file");
+                let mut command = Command::new(binary);
+                command.arg("--config").arg(config);
+                command
+            }
+        };
+        command
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .arg("--storage-path")
+            .arg(storage)
+            .args(["--log-level", "WARNING"]);
+        command
     }
 }
 
