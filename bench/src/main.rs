@@ -211,16 +211,11 @@ fn locate_binaries(root: &Path) -> Binaries {
     let bins = Binaries {
         writer: release.join("trace-writer"),
         api: release.join("trace-api"),
-        database: Server::rust_binary(),
         wrk: PathBuf::from(std::env::var_os("WRK_BIN").unwrap_or_else(|| "wrk".into())),
     };
     for (what, path) in [
         ("trace-writer (cargo build --release)", &bins.writer),
         ("trace-api (cargo build --release)", &bins.api),
-        (
-            "the SecantusDB server (bench/ensure-tools.sh)",
-            &bins.database,
-        ),
     ] {
         assert!(path.exists(), "{what} not found at {}", path.display());
     }
@@ -1066,7 +1061,7 @@ fn main() {
 
     let tools = json!({
         "database": match server {
-            Server::Rust => format!("secantus-mdb ({})", tool_version(&bench.bins.database, "--version")),
+            Server::Rust => format!("secantus-mdb ({})", tool_version(&Server::rust_binary(), "--version")),
             Server::Python => "SecantusDB==0.7.0b3 (secantusd-py)".to_owned(),
         },
         "rust_server_refused": fallback,

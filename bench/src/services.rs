@@ -86,11 +86,10 @@ pub fn http_status(port: u16, method: &str, path: &str, body: Option<&str>) -> O
     std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
 }
 
-/// Where the bench's builds and tools are.
+/// Where the bench's builds and tools are (the database server: `Server::rust_binary`).
 pub struct Binaries {
     pub writer: PathBuf,
     pub api: PathBuf,
-    pub database: PathBuf,
     pub wrk: PathBuf,
 }
 
