@@ -113,6 +113,19 @@ pub struct TraceKey {
     pub rank: u8,
 }
 
+impl TraceKey {
+    /// The key a trace without `attempt` is taken to be at: the original system wrote
+    /// none, and every status it recorded belonged to the job's first attempt (its queued
+    /// record comes before any attempt). So a redelivered attempt-1 `processing` cannot
+    /// reopen its `success`, while a real attempt 2 still does.
+    pub fn implied_by_legacy(status: JobStatus) -> TraceKey {
+        TraceKey {
+            attempt: u32::from(status != JobStatus::Queued),
+            rank: status.rank(),
+        }
+    }
+}
+
 /// One status change the trace has learnt of. Stored in the document's bounded `history`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HistoryEntry {
@@ -275,6 +288,17 @@ mod tests {
         assert!(key(1, 2) > key(1, 1));
         assert!(key(2, 1) > key(1, 2));
         assert!(key(0, 2) < key(1, 1));
+    }
+
+    #[test]
+    fn a_legacy_status_implies_the_first_attempt() {
+        let implied = |status| TraceKey::implied_by_legacy(status);
+        let key = |attempt, rank| TraceKey { attempt, rank };
+        assert_eq!(implied(JobStatus::Queued), key(0, 0));
+        assert_eq!(implied(JobStatus::Processing), key(1, 1));
+        for terminal in [JobStatus::Success, JobStatus::Failed, JobStatus::NotFound] {
+            assert_eq!(implied(terminal), key(1, 2));
+        }
     }
 
     #[test]
