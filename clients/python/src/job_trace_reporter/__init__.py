@@ -75,7 +75,11 @@ def _check_message_id(message_id: str) -> None:
         raise TypeError(f"message_id must be a str, got {type(message_id).__name__}")
     if not message_id.strip():
         raise ValueError("message_id is empty")
-    if len(message_id.encode("utf-8", "surrogatepass")) > MAX_ID_BYTES:
+    try:
+        size = len(message_id.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise ValueError("message_id is not valid Unicode text") from None
+    if size > MAX_ID_BYTES:
         raise ValueError(f"message_id is longer than {MAX_ID_BYTES} bytes")
     if any(unicodedata.category(c) == "Cc" for c in message_id):
         raise ValueError("message_id contains control characters")
@@ -238,11 +242,11 @@ class JobTraceReporter:
         bounded = bound_error(text)
         if bounded != text:
             logger.warning(
-                "job %s: %s cut from %d to %d bytes",
+                "job %s: %s cut from %d to %d bytes (and an ellipsis)",
                 message_id,
                 field,
                 len(text.encode("utf-8")),
-                MAX_ERROR_BYTES,
+                len(bounded[:-1].encode("utf-8")),
             )
         return bounded
 
