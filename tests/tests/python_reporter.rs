@@ -41,10 +41,7 @@ async fn the_python_reporter_reports_every_step_through_the_emulator() {
     else {
         return;
     };
-    let python = ensure_venv()
-        .parent()
-        .expect(".venv/bin")
-        .join("python");
+    let python = ensure_venv().parent().expect(".venv/bin").join("python");
     let store = fresh_store("python_reporter").await;
     let writer = writer_common::Writer::start_on(store.clone()).await;
     let api = api_common::Api::start_on(store, ApiConfig::default()).await;
@@ -79,7 +76,10 @@ async fn the_python_reporter_reports_every_step_through_the_emulator() {
         // No .pytest_cache or __pycache__ left in the source tree by `make test`.
         .args(["-p", "no:cacheprovider"])
         .env("PYTHONDONTWRITEBYTECODE", "1")
-        .env("PUBSUB_EMULATOR_HOST", format!("127.0.0.1:{}", emulator.port))
+        .env(
+            "PUBSUB_EMULATOR_HOST",
+            format!("127.0.0.1:{}", emulator.port),
+        )
         .env("JOBTRACE_PROJECT", PROJECT)
         .env("JOBTRACE_EVENTS_TOPIC", EVENTS_TOPIC)
         .env("JOBTRACE_JOBS_TOPIC", JOBS_TOPIC)
