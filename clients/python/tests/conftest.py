@@ -46,7 +46,8 @@ class Api:
         self.base = base.rstrip("/")
 
     def trace(self, message_id: str) -> Optional[Dict[str, Any]]:
-        url = f"{self.base}/api/v1/jobs/status/{urllib.request.quote(message_id, safe='')}?include=history"
+        quoted = urllib.request.quote(message_id, safe="")
+        url = f"{self.base}/api/v1/jobs/status/{quoted}?include=history"
         try:
             with urllib.request.urlopen(url, timeout=10) as response:
                 return json.loads(response.read())
@@ -204,4 +205,3 @@ def new_id() -> Callable[[], str]:
         return f"py-{uuid.uuid4().hex[:10]}-{_counter[0]}"
 
     return make
-

@@ -47,8 +47,8 @@ class TestBoundError:
         assert len(cut[:-1].encode()) == MAX_ERROR_BYTES - 1
 
     def test_a_four_byte_character_across_the_cut_is_left_out_whole(self):
-        text = "ab" + "\U0001F600" * 512  # 2050 bytes; the cut falls 2 bytes into one
-        assert bound_error(text) == "ab" + "\U0001F600" * 511 + "\u2026"
+        text = "ab" + "\U0001f600" * 512  # 2050 bytes; the cut falls 2 bytes into one
+        assert bound_error(text) == "ab" + "\U0001f600" * 511 + "\u2026"
 
     def test_characters_ending_at_the_cut_are_kept(self):
         text = "\u00e9" * 1025  # byte 2048 starts a character
@@ -76,11 +76,14 @@ class TestBoundResult:
         assert result_bytes(result) == MAX_RESULT_BYTES
         assert bound_result(result)[1] is None
         result["s"] = result["s"][:-1] + "\u20ac"  # three bytes where é had two
-        assert bound_result(result)[0] == {"truncated": True, "original_bytes": MAX_RESULT_BYTES + 1}
+        assert bound_result(result)[0] == {
+            "truncated": True,
+            "original_bytes": MAX_RESULT_BYTES + 1,
+        }
 
     def test_escapes_count_as_trace_writer_writes_them(self):
         # \n is 2 bytes, \u0001 is 6, a quote 2, non-ASCII raw.
-        assert result_bytes({"s": "\n\u0001\"\u00e9\u007f"}) == len('{"s":"') + 2 + 6 + 2 + 2 + 1 + 2
+        assert result_bytes({"s": '\n\u0001"\u00e9\u007f'}) == len('{"s":"') + 2 + 6 + 2 + 2 + 1 + 2
 
     def test_depth_16_is_kept_and_17_is_not(self):
         assert bound_result(nested(16)) == (nested(16), None)

@@ -102,7 +102,13 @@ class TestCalls:
 
         at = data(failed)["occurred_at"]
         assert failed.data == compact(
-            {"message_id": job, "status": "failed", "attempt": 2, "occurred_at": at, "error": "HTTP 503"}
+            {
+                "message_id": job,
+                "status": "failed",
+                "attempt": 2,
+                "occurred_at": at,
+                "error": "HTTP 503",
+            }
         )
         at = data(success)["occurred_at"]
         assert success.data == compact(
@@ -116,17 +122,44 @@ class TestCalls:
         )
         at = data(progress)["occurred_at"]
         assert progress.data == compact(
-            {"message_id": job, "status": "progress", "attempt": 3, "done": 3, "total": 10, "occurred_at": at}
+            {
+                "message_id": job,
+                "status": "progress",
+                "attempt": 3,
+                "done": 3,
+                "total": 10,
+                "occurred_at": at,
+            }
         )
-        assert list(data(noted)) == ["message_id", "status", "attempt", "done", "total", "note", "occurred_at"]
+        assert list(data(noted)) == [
+            "message_id",
+            "status",
+            "attempt",
+            "done",
+            "total",
+            "note",
+            "occurred_at",
+        ]
         assert data(noted)["attempt"] == 1 and data(noted)["note"] == "page 4"
 
     def test_mistakes_are_refused_before_anything_is_published(self, reporter, pulled, new_id):
         job = new_id()
-        for attempt, error in [(0, ValueError), (10_001, ValueError), (True, TypeError), ("2", TypeError)]:
+        for attempt, error in [
+            (0, ValueError),
+            (10_001, ValueError),
+            (True, TypeError),
+            ("2", TypeError),
+        ]:
             with pytest.raises(error, match="attempt"):
                 reporter.processing(job, attempt=attempt)
-        bad_ids = [("", ValueError), ("  ", ValueError), ("a\nb", ValueError), ("x" * 1025, ValueError), ("\udcff", ValueError), (42, TypeError)]
+        bad_ids = [
+            ("", ValueError),
+            ("  ", ValueError),
+            ("a\nb", ValueError),
+            ("x" * 1025, ValueError),
+            ("\udcff", ValueError),
+            (42, TypeError),
+        ]
         for bad_id, error in bad_ids:
             with pytest.raises(error, match="message_id"):
                 reporter.processing(bad_id)
@@ -139,7 +172,9 @@ class TestCalls:
 
 
 class TestTrack:
-    def test_a_clean_block_reports_processing_then_success_with_the_result(self, reporter, api, pulled, new_id):
+    def test_a_clean_block_reports_processing_then_success_with_the_result(
+        self, reporter, api, pulled, new_id
+    ):
         job = new_id()
         with reporter.track(job, attempt=1) as tracked:
             # Reported on entering, before the work is done.
@@ -152,7 +187,9 @@ class TestTrack:
         assert statuses(messages) == ["processing", "progress", "success"]
         assert data(messages[1])["note"] == "half way"
 
-    def test_an_exception_reports_failed_with_its_text_and_goes_on(self, reporter, api, pulled, new_id):
+    def test_an_exception_reports_failed_with_its_text_and_goes_on(
+        self, reporter, api, pulled, new_id
+    ):
         job = new_id()
         with pytest.raises(RuntimeError, match="HTTP 503 from suumo.jp"):
             with reporter.track(job, attempt=2):
@@ -231,7 +268,8 @@ class TestOrderAndAttempts:
         reporter.processing(job, attempt=1)
         trace = api.wait_for(
             job,
-            lambda t: [(h["attempt"], h["status"]) for h in t["history"]].count((1, "processing")) == 2,
+            lambda t: [(h["attempt"], h["status"]) for h in t["history"]].count((1, "processing"))
+            == 2,
             "the late attempt 1",
         )
         assert trace["status"] == "success" and trace["attempt"] == 2
@@ -271,7 +309,7 @@ ERROR_CASES = {
     "at the limit": "a" * MAX_ERROR_BYTES,
     "one byte over": "a" * (MAX_ERROR_BYTES + 1),
     "a two-byte character across the cut": "a" + "\u00e9" * 1024,
-    "a four-byte character across the cut": "ab" + "\U0001F600" * 512,
+    "a four-byte character across the cut": "ab" + "\U0001f600" * 512,
     "characters ending at the cut": "\u00e9" * 1025,
 }
 
@@ -290,7 +328,9 @@ class TestBounds:
         assert sizes["floats over only as trace-writer writes them"] == MAX_RESULT_BYTES + 1
         assert len(json.dumps(over, separators=(",", ":")).encode()) < MAX_RESULT_BYTES
 
-    def test_trace_writer_keeps_exactly_what_the_reporter_predicts(self, reporter, api, new_id, caplog):
+    def test_trace_writer_keeps_exactly_what_the_reporter_predicts(
+        self, reporter, api, new_id, caplog
+    ):
         """Each case twice: bounded by the reporter, and sent unbounded so that
         trace-writer bounds it itself. Both traces must hold the reporter's prediction."""
         jobs = []
@@ -303,7 +343,10 @@ class TestBounds:
                 payload = reporter.event(raw, "success")
                 payload["result"] = normalize_result(result)
                 reporter.publish_event(raw, "success", payload)
-                jobs += [(name, bounded, expected, reason), (name + " (unbounded)", raw, expected, None)]
+                jobs += [
+                    (name, bounded, expected, reason),
+                    (name + " (unbounded)", raw, expected, None),
+                ]
             for name, text in ERROR_CASES.items():
                 expected = {"result": None, "error": bound_error(text)}
                 bounded, raw = new_id(), new_id()
@@ -312,7 +355,10 @@ class TestBounds:
                 payload["error"] = text
                 reporter.publish_event(raw, "failed", payload)
                 cut = expected["error"] != text
-                jobs += [(name, bounded, expected, cut or None), (name + " (unbounded)", raw, expected, None)]
+                jobs += [
+                    (name, bounded, expected, cut or None),
+                    (name + " (unbounded)", raw, expected, None),
+                ]
 
         for name, job, expected, _ in jobs:
             trace = api.wait_for(job, lambda t: t["status"] in ("success", "failed"), name)
@@ -322,7 +368,11 @@ class TestBounds:
         for name, job, _, reason in jobs:
             if reason:
                 assert job in caplog.text, f"{name}: the cut is not logged"
-        replaced = {name for name, _, e, r in jobs if r and isinstance(e["result"], dict) and "truncated" in e["result"]}
+        replaced = {
+            name
+            for name, _, e, r in jobs
+            if r and isinstance(e["result"], dict) and "truncated" in e["result"]
+        }
         assert replaced == {
             "size one byte over",
             "a three-byte character one byte over",

@@ -122,9 +122,7 @@ class JobTraceReporter:
             from google.cloud import pubsub_v1
 
             publisher = pubsub_v1.PublisherClient(
-                publisher_options=pubsub_v1.types.PublisherOptions(
-                    enable_message_ordering=True
-                )
+                publisher_options=pubsub_v1.types.PublisherOptions(enable_message_ordering=True)
             )
             self._owns_publisher = True
         else:
@@ -157,9 +155,7 @@ class JobTraceReporter:
         """The worker has started `attempt` of the job. Returns the event's Pub/Sub id."""
         return self._status(message_id, "processing", attempt)
 
-    def success(
-        self, message_id: str, result: Any = None, attempt: Optional[int] = 1
-    ) -> str:
+    def success(self, message_id: str, result: Any = None, attempt: Optional[int] = 1) -> str:
         """`attempt` succeeded; `result` (any JSON) is kept on the trace, bounded."""
         return self._status(message_id, "success", attempt, result=result)
 
@@ -308,9 +304,7 @@ class JobTraceReporter:
             if not job.finished:
                 job.finished = True
                 text = str(error) or type(error).__name__
-                job._report(
-                    lambda: self.failed(message_id, text, job.attempt), quiet=True
-                )
+                job._report(lambda: self.failed(message_id, text, job.attempt), quiet=True)
             raise
         if not job.finished:
             job.finished = True
@@ -337,18 +331,15 @@ class Job:
         self.finished = False
 
     def progress(self, done: int, total: int, note: Optional[str] = None) -> None:
+        """Reports how far the job has got (a failure to publish is handled as in track)."""
         self._report(
-            lambda: self.reporter.progress(
-                self.message_id, done, total, note, attempt=self.attempt
-            )
+            lambda: self.reporter.progress(self.message_id, done, total, note, attempt=self.attempt)
         )
 
     def not_found(self, reason: Optional[str] = None) -> None:
         """Ends the job as `not_found`; the block's clean end then reports nothing more."""
         self.finished = True
-        self._report(
-            lambda: self.reporter.not_found(self.message_id, reason, attempt=self.attempt)
-        )
+        self._report(lambda: self.reporter.not_found(self.message_id, reason, attempt=self.attempt))
 
     def _report(self, send: Any, quiet: bool = False) -> Optional[str]:
         try:

@@ -215,9 +215,7 @@ def result_bytes(value: Any) -> int:
 def _bad_name(name: str) -> bool:
     raw = name.encode("utf-8")
     return (
-        not raw
-        or "\0" in name
-        or (len(raw) >= 4 and name.startswith("__") and name.endswith("__"))
+        not raw or "\0" in name or (len(raw) >= 4 and name.startswith("__") and name.endswith("__"))
     )
 
 
