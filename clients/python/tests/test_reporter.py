@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import socket
 import time
 import uuid
 from datetime import datetime
@@ -433,6 +434,22 @@ class TestPublishFailure:
         assert late.processing(job)
         late.close()
         admin.delete_topic(request={"topic": late.topic_path})
+
+    def test_a_publish_without_answer_is_given_up_after_the_timeout(
+        self, project, events_topic, new_id, monkeypatch
+    ):
+        with socket.socket() as silent:
+            # Accepts connections (the kernel does, into the backlog) and never answers.
+            silent.bind(("127.0.0.1", 0))
+            silent.listen()
+            monkeypatch.setenv("PUBSUB_EMULATOR_HOST", "127.0.0.1:%d" % silent.getsockname()[1])
+            stuck = JobTraceReporter(project, events_topic, timeout=2)
+            job = new_id()
+            started = time.monotonic()
+            with pytest.raises(ReportError, match="no answer within 2 s") as raised:
+                stuck.processing(job)
+            assert 2 <= time.monotonic() - started < 10
+            assert raised.value.message_id == job
 
     def test_an_unsendable_result_is_a_report_error(self, reporter, new_id, caplog):
         job = new_id()

@@ -14,6 +14,7 @@ were published. See the README's "Worker guide".
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import json
 import logging
@@ -267,6 +268,14 @@ class JobTraceReporter:
                 self.topic_path, data, ordering_key=message_id, trace_event="status"
             )
             return future.result(timeout=self.timeout)
+        except concurrent.futures.TimeoutError as error:
+            # The publish goes on in the client and may still land: the event can be
+            # recorded although this call failed, which the rules make harmless.
+            raise ReportError(
+                message_id,
+                status,
+                f"publishing to {self.topic_path} got no answer within {self.timeout} s",
+            ) from error
         except Exception as error:
             # A failed publish pauses the ordering key: without this, every later event
             # of the job would fail too.
