@@ -242,9 +242,10 @@ fn tracked_files(root: &Path) -> Vec<String> {
 
 fn dockerignore(root: &Path) -> DockerIgnore {
     let path = root.join(".dockerignore");
-    DockerIgnore::parse(&fs::read_to_string(&path).unwrap_or_else(|error| {
-        panic!("cannot read {}: {error}", path.display())
-    }))
+    DockerIgnore::parse(
+        &fs::read_to_string(&path)
+            .unwrap_or_else(|error| panic!("cannot read {}: {error}", path.display())),
+    )
 }
 
 fn build_context(root: &Path) -> Vec<String> {
@@ -349,7 +350,10 @@ fn copy_into(root: &Path, files: &[String], dir: &Path) {
 /// The host's target triple: the image builds for the platform it runs on, and crates for
 /// other platforms are neither needed nor, offline, at hand.
 fn host_triple() -> String {
-    let output = Command::new("rustc").arg("-vV").output().expect("run rustc -vV");
+    let output = Command::new("rustc")
+        .arg("-vV")
+        .output()
+        .expect("run rustc -vV");
     String::from_utf8_lossy(&output.stdout)
         .lines()
         .find_map(|line| line.strip_prefix("host: "))
@@ -386,7 +390,10 @@ fn the_workspace_loads_from_the_docker_build_context() {
             .current_dir(&dir)
             .status()
             .expect("run cargo fetch");
-        assert!(fetch.success(), "cargo fetch --locked failed in the context");
+        assert!(
+            fetch.success(),
+            "cargo fetch --locked failed in the context"
+        );
         output = cargo_metadata(&dir, &host);
     }
     assert!(
@@ -533,9 +540,7 @@ fn dockerfile_reader_finds_context_sources_only() {
         copy_sources(dockerfile),
         ["Cargo.toml", "Cargo.lock", "shared"]
     );
-    let context: BTreeSet<String> = ["Cargo.toml", "shared/src/lib.rs"]
-        .map(String::from)
-        .into();
+    let context: BTreeSet<String> = ["Cargo.toml", "shared/src/lib.rs"].map(String::from).into();
     assert!(in_context(&context, "Cargo.toml"));
     assert!(in_context(&context, "./shared/"));
     assert!(!in_context(&context, "Cargo.lock"));
