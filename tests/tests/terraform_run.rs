@@ -453,6 +453,35 @@ fn gcloud_builds_submit_has_its_api_and_the_source_bucket() {
     );
 }
 
+/// cloudbuild.yaml's defaults push to the repository and deploy to the services Terraform
+/// creates with its defaults.
+#[test]
+fn cloudbuild_deploys_to_what_terraform_creates() {
+    let terraform = Terraform::load();
+    let cloudbuild = fs::read_to_string(project_root().join("cloudbuild.yaml")).unwrap();
+    let substitution = |key: &str| {
+        cloudbuild
+            .lines()
+            .find_map(|line| line.trim().strip_prefix(&format!("{key}:")))
+            .map(|value| value.trim().trim_matches('\'').to_string())
+            .unwrap_or_else(|| panic!("cloudbuild.yaml has no substitution {key}"))
+    };
+    assert_eq!(substitution("_REGION"), terraform.string_default("region"));
+    assert_eq!(
+        substitution("_REPOSITORY"),
+        terraform.string_default("artifact_repository")
+    );
+    for service in ["trace_writer", "trace_api"] {
+        let resource = terraform.resource("google_cloud_run_v2_service", service);
+        let name = source(resource.body(), "name");
+        let name = name.trim_matches('"');
+        assert!(
+            cloudbuild.contains(&format!("gcloud run deploy {name} ")),
+            "cloudbuild.yaml does not deploy {name}"
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // The README's commands
 // ---------------------------------------------------------------------------------------
