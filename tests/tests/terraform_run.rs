@@ -53,13 +53,12 @@ fn deployable(mut values: Vec<(&'static str, Value)>) -> Vec<(&'static str, Valu
 /// The process environment a service starts with: plain values as Terraform sets them,
 /// secrets with the value the user stored. Every secret must be one the `secrets` output
 /// lists, which the README's bootstrap fills before the services exist.
-fn process_env(plan: &Evaluation, service: &str) -> Vec<(String, String)> {
+fn process_env(terraform: &Terraform, plan: &Evaluation, service: &str) -> Vec<(String, String)> {
     let terraform_secrets = match plan.output("secrets") {
         Value::Array(ids) => ids,
         other => panic!("output secrets is not a list: {other}"),
     };
-    let resource = Terraform::load();
-    let env = plan.container_env(resource.resource("google_cloud_run_v2_service", service));
+    let env = plan.container_env(terraform.resource("google_cloud_run_v2_service", service));
     env.into_iter()
         .map(|(name, value)| match value {
             Env::Plain(value) => (name, value),
@@ -130,10 +129,11 @@ fn every_mode_gives_each_function_the_configuration_it_needs() {
                             .map(|(_, message)| message)
                             .collect();
                         assert!(writer_refusals.is_empty(), "{mode}: {writer_refusals:?}");
-                        let writer_config = writer_starts(&process_env(&plan, "trace_writer"))
-                            .unwrap_or_else(|error| {
-                                panic!("{mode}: trace-writer would not start: {error}")
-                            });
+                        let writer_config =
+                            writer_starts(&process_env(&terraform, &plan, "trace_writer"))
+                                .unwrap_or_else(|error| {
+                                    panic!("{mode}: trace-writer would not start: {error}")
+                                });
                         assert_eq!(
                             writer_config.trace_project.as_deref(),
                             Some(PROJECT),
@@ -146,7 +146,7 @@ fn every_mode_gives_each_function_the_configuration_it_needs() {
                             .filter(|(holds, _)| !holds)
                             .map(|(_, message)| message)
                             .collect();
-                        let starts = api_starts(&process_env(&plan, "trace_api"));
+                        let starts = api_starts(&process_env(&terraform, &plan, "trace_api"));
                         match (refusals.is_empty(), starts) {
                             (true, Ok(())) => *accepted.entry(auth.to_string()).or_default() += 1,
                             (false, Err(_)) => refused += 1,
@@ -185,7 +185,9 @@ fn line_mode_checks_tokens_against_lines_key_set_by_default() {
         ("api_auth", Value::from("line")),
         ("line_channel_id", Value::from("1657000000")),
     ]));
-    let env: BTreeMap<String, String> = process_env(&plan, "trace_api").into_iter().collect();
+    let env: BTreeMap<String, String> = process_env(&terraform, &plan, "trace_api")
+        .into_iter()
+        .collect();
     assert_eq!(
         env.get("LINE_JWKS_URL").map(String::as_str),
         Some("https://api.line.me/oauth2/v2.1/certs")
@@ -207,7 +209,9 @@ fn both_services_know_their_project_and_write_strategy() {
             ("store_write", Value::from(chosen)),
         ]));
         for service in ["trace_writer", "trace_api"] {
-            let env: BTreeMap<String, String> = process_env(&plan, service).into_iter().collect();
+            let env: BTreeMap<String, String> = process_env(&terraform, &plan, service)
+                .into_iter()
+                .collect();
             let case = format!("{service}, enable_firestore={firestore}, store_write={chosen:?}");
             assert_eq!(
                 env.get("STORE_WRITE").map(String::as_str),

@@ -137,12 +137,6 @@ impl Evaluation<'_> {
             .map_err(|error| format!("`{expr}`: {error}"))
     }
 
-    pub fn var(&self, name: &str) -> &Value {
-        self.vars
-            .get(name)
-            .unwrap_or_else(|| panic!("no variable {name}"))
-    }
-
     /// `local.NAME`; panics with the reason when it cannot be evaluated.
     pub fn local(&self, name: &str) -> Value {
         if let Some(value) = self.locals.get(name) {
