@@ -534,7 +534,10 @@ fn firestore_runs_trace_api_without_change_streams() {
     );
     let firestore = ("enable_firestore", Value::Bool(true));
     let mongodb = ("enable_firestore", Value::Bool(false));
-    assert_eq!(api_change_streams(std::slice::from_ref(&firestore)), Value::from("off"));
+    assert_eq!(
+        api_change_streams(std::slice::from_ref(&firestore)),
+        Value::from("off")
+    );
     assert_eq!(api_change_streams(&[mongodb]), Value::from("auto"));
     // What check-backend finds may turn them on again.
     let chosen = ("api_change_streams", Value::from("auto"));
