@@ -55,3 +55,18 @@ resource "google_service_account_iam_member" "build_acts_as_api" {
   role               = "roles/iam.serviceAccountUser"
   member             = google_service_account.build.member
 }
+
+# `gcloud builds submit` uploads the source to gs://PROJECT_cloudbuild (creating the bucket
+# on first use), and a build running as this account fetches it from there. Granted at
+# project level with a condition on that bucket, so it holds before the bucket exists.
+resource "google_project_iam_member" "build_reads_submitted_source" {
+  project = var.project_id
+  role    = "roles/storage.objectViewer"
+  member  = google_service_account.build.member
+
+  condition {
+    title       = "submitted-source-only"
+    description = "Only the bucket gcloud builds submit uploads the source to."
+    expression  = "resource.name == \"projects/_/buckets/${var.project_id}_cloudbuild\" || resource.name.startsWith(\"projects/_/buckets/${var.project_id}_cloudbuild/\")"
+  }
+}

@@ -4,7 +4,7 @@
 # seed_index_set). Every non-TTL index of it is declared here as a google_firestore_index;
 # the two TTL indexes of the seed (created_at + 7 d, completed_at + 3 d) become the single
 # TTL field Firestore allows per collection, expire_at, which the writer keeps at
-# min(created_at + 7 d, completed_at + 3 d). tests/tests/terraform_consistency.rs fails
+# min(created_at + 7 d, completed_at + 3 d). tests/tests/terraform_firestore.rs fails
 # when this file and the code disagree: keep the index resources literal (no for_each or
 # dynamic blocks) so the test can read them.
 #

@@ -11,6 +11,8 @@ locals {
   services = toset([
     "artifactregistry.googleapis.com",
     "cloudbuild.googleapis.com",
+    # gcloud and Terraform read the project through it (IAM bindings, `gcloud builds submit`).
+    "cloudresourcemanager.googleapis.com",
     "firestore.googleapis.com",
     "iam.googleapis.com",
     "iamcredentials.googleapis.com",
@@ -28,6 +30,14 @@ locals {
   # Terraform owns Firestore's indexes; a plain MongoDB gets the seed's index set from the
   # services at start-up.
   ensure_indexes = var.enable_firestore ? "false" : "true"
+
+  # Firestore's MongoDB-compatible API is not documented to take an update pipeline;
+  # "cas" uses only find, insert and update with $set, which it documents.
+  store_write = var.store_write != "" ? var.store_write : (var.enable_firestore ? "cas" : "pipeline")
+
+  # Firestore has no change stream until one is created (Preview); without one trace-api
+  # would retry the stream every 30 s per instance, and polling serves the same answers.
+  api_change_streams = var.api_change_streams != "" ? var.api_change_streams : (var.enable_firestore ? "off" : "auto")
 
   # The Pub/Sub service agent: forwards to the dead-letter topic and mints push tokens.
   pubsub_service_agent = "serviceAccount:service-${data.google_project.this.number}@gcp-sa-pubsub.iam.gserviceaccount.com"

@@ -43,6 +43,25 @@ output "mongo_uri_secret" {
   value       = google_secret_manager_secret.mongo_uri.secret_id
 }
 
+output "secrets" {
+  description = "Every Secret Manager secret the services read in this configuration. Each needs a version (`gcloud secrets versions add`) before the services are created: Cloud Run refuses a revision that names a secret without one."
+  value = concat(
+    [google_secret_manager_secret.mongo_uri.secret_id],
+    google_secret_manager_secret.api_token[*].secret_id,
+    google_secret_manager_secret.line_channel_secret[*].secret_id,
+  )
+}
+
+output "store_write" {
+  description = "STORE_WRITE both services run with (check it with `jobtrace check-backend`)."
+  value       = local.store_write
+}
+
+output "api_change_streams" {
+  description = "API_CHANGE_STREAMS trace-api runs with."
+  value       = local.api_change_streams
+}
+
 output "image_repository" {
   description = "Docker repository prefix of both images."
   value       = "${google_artifact_registry_repository.images.location}-docker.pkg.dev/${var.project_id}/${google_artifact_registry_repository.images.repository_id}"

@@ -34,7 +34,10 @@ locals {
     COLLECTION_JOB_TRACES = var.collection_job_traces
     ENSURE_INDEXES        = local.ensure_indexes
     DB_TIMEOUT_SECONDS    = tostring(var.db_timeout_seconds)
+    STORE_WRITE           = local.store_write
     RUST_LOG              = var.rust_log
+    # Names the Cloud Trace project of the log lines' trace IDs (log-to-trace correlation).
+    GOOGLE_CLOUD_PROJECT = var.project_id
   }
 
   writer_env = merge(local.common_env, {
@@ -48,9 +51,21 @@ locals {
     {
       CORS_ALLOWED_ORIGINS = var.cors_allowed_origins
       API_AUTH             = var.api_auth
+      API_CHANGE_STREAMS   = local.api_change_streams
     },
     var.line_channel_id != "" ? { LINE_CHANNEL_ID = var.line_channel_id } : {},
+    var.api_auth == "line" && var.line_jwks_url != "" ? { LINE_JWKS_URL = var.line_jwks_url } : {},
   )
+
+  # What one trace-writer instance may hold at once: trace_writer_concurrency pushes of at
+  # most writer_push_memory_mib each (the code's per-push bound, rounded up to MiB) on top
+  # of the process itself. tests/tests/terraform_run.rs holds the figure to the code.
+  writer_push_memory_mib  = 14
+  writer_base_memory_mib  = 64
+  trace_writer_memory_mib = endswith(var.trace_writer_memory, "Gi") ? tonumber(trimsuffix(var.trace_writer_memory, "Gi")) * 1024 : tonumber(trimsuffix(var.trace_writer_memory, "Mi"))
+
+  # An image that is no build of this repository answers pushes it does not record.
+  placeholder_images = ["", "us-docker.pkg.dev/cloudrun/container/hello", "gcr.io/cloudrun/hello"]
 
   # Environment variables read from Secret Manager: name => secret ID.
   writer_secret_env = {
@@ -79,7 +94,8 @@ resource "google_cloud_run_v2_service" "trace_writer" {
   template {
     service_account                  = google_service_account.trace_writer.email
     max_instance_request_concurrency = var.trace_writer_concurrency
-    timeout                          = "60s"
+    # Pub/Sub waits for a push answer up to the ack deadline; a minute covers it.
+    timeout = "60s"
 
     scaling {
       min_instance_count = 0
@@ -97,7 +113,7 @@ resource "google_cloud_run_v2_service" "trace_writer" {
       resources {
         limits = {
           cpu    = var.cpu
-          memory = var.memory
+          memory = var.trace_writer_memory
         }
         cpu_idle          = true
         startup_cpu_boost = true
@@ -129,7 +145,7 @@ resource "google_cloud_run_v2_service" "trace_writer" {
         timeout_seconds   = 1
         failure_threshold = 30
         http_get {
-          path = "/healthz"
+          path = "/health"
         }
       }
 
@@ -138,20 +154,35 @@ resource "google_cloud_run_v2_service" "trace_writer" {
         timeout_seconds   = 3
         failure_threshold = 3
         http_get {
-          path = "/healthz"
+          path = "/health"
         }
       }
     }
   }
 
   lifecycle {
-    # Cloud Build deploys new images with `gcloud run deploy`; Terraform must not roll
-    # them back on the next apply.
+    # What `gcloud run deploy` (cloudbuild.yaml) writes into the service: the image, the
+    # client and its version, the revision name, and the annotations (user-image,
+    # client-name, client-version) and labels it stamps on the template. Terraform owns
+    # the rest; without this every apply after a build would roll the image back.
     ignore_changes = [
       template[0].containers[0].image,
+      template[0].annotations,
+      template[0].labels,
+      template[0].revision,
       client,
       client_version,
     ]
+
+    precondition {
+      condition     = var.trace_writer_concurrency * local.writer_push_memory_mib + local.writer_base_memory_mib <= local.trace_writer_memory_mib
+      error_message = "trace_writer_concurrency pushes of up to ${local.writer_push_memory_mib} MiB each, plus ${local.writer_base_memory_mib} MiB for the process, do not fit trace_writer_memory (${var.trace_writer_memory}): lower the concurrency or raise the memory, or an instance can run out of memory, be killed, and take every push it holds into redelivery."
+    }
+
+    precondition {
+      condition     = !contains(local.placeholder_images, var.trace_writer_image)
+      error_message = "Set trace_writer_image to an image cloudbuild.yaml built (README.md, deployment step 4). A placeholder image would answer 200 to every push, and Pub/Sub would drop those messages."
+    }
   }
 
   depends_on = [
@@ -171,7 +202,10 @@ resource "google_cloud_run_v2_service" "trace_api" {
   template {
     service_account                  = google_service_account.trace_api.email
     max_instance_request_concurrency = var.trace_api_concurrency
-    timeout                          = "30s"
+    # The event stream lives STREAM_LIFETIME (270 s) and a long-poll MAX_WAIT_SECONDS (30 s)
+    # plus its reads; Cloud Run cuts a request at this timeout, so it must be longer
+    # (tests/tests/terraform_run.rs holds it to the code's constants).
+    timeout = "300s"
 
     scaling {
       min_instance_count = 0
@@ -188,7 +222,7 @@ resource "google_cloud_run_v2_service" "trace_api" {
       resources {
         limits = {
           cpu    = var.cpu
-          memory = var.memory
+          memory = var.trace_api_memory
         }
         cpu_idle          = true
         startup_cpu_boost = true
@@ -220,7 +254,7 @@ resource "google_cloud_run_v2_service" "trace_api" {
         timeout_seconds   = 1
         failure_threshold = 30
         http_get {
-          path = "/healthz"
+          path = "/health"
         }
       }
 
@@ -229,7 +263,7 @@ resource "google_cloud_run_v2_service" "trace_api" {
         timeout_seconds   = 3
         failure_threshold = 3
         http_get {
-          path = "/healthz"
+          path = "/health"
         }
       }
     }
@@ -238,13 +272,26 @@ resource "google_cloud_run_v2_service" "trace_api" {
   lifecycle {
     ignore_changes = [
       template[0].containers[0].image,
+      template[0].annotations,
+      template[0].labels,
+      template[0].revision,
       client,
       client_version,
     ]
 
     precondition {
+      condition     = !contains(local.placeholder_images, var.trace_api_image)
+      error_message = "Set trace_api_image to an image cloudbuild.yaml built (README.md, deployment step 4)."
+    }
+
+    precondition {
       condition     = var.api_auth != "line" || var.line_channel_id != ""
-      error_message = "api_auth = \"line\" needs line_channel_id."
+      error_message = "api_auth = \"line\" needs line_channel_id (the LINE Login channel whose ID tokens are accepted)."
+    }
+
+    precondition {
+      condition     = var.api_auth != "line" || var.line_jwks_url != "" || var.line_channel_secret_enabled
+      error_message = "api_auth = \"line\" needs a key to check ID tokens with: line_jwks_url (ES256, LINE's key set by default) or line_channel_secret_enabled = true (HS256)."
     }
   }
 

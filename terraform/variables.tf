@@ -64,6 +64,28 @@ variable "collection_job_traces" {
   default     = "job_traces"
 }
 
+variable "store_write" {
+  description = "STORE_WRITE of both services: how a push is written. \"pipeline\" is one update pipeline with upsert (one command per push, MongoDB and Atlas); \"cas\" reads, applies the rules in the service and writes back conditioned on what it read (two commands per push, only plain find/insert/update). Empty picks \"cas\" on Firestore, the strategy certain to work there, and \"pipeline\" otherwise. `jobtrace check-backend` against the database prints the value to deploy with."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = contains(["", "pipeline", "cas"], var.store_write)
+    error_message = "store_write must be pipeline, cas or empty (chosen by enable_firestore)."
+  }
+}
+
+variable "api_change_streams" {
+  description = "API_CHANGE_STREAMS of trace-api: \"auto\" uses a change stream where the database offers one, \"off\" only bounded polling. Empty picks \"off\" on Firestore (it has no change stream unless one is created, see terraform/README.md) and \"auto\" otherwise."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = contains(["", "auto", "off"], var.api_change_streams)
+    error_message = "api_change_streams must be auto, off or empty (chosen by enable_firestore)."
+  }
+}
+
 variable "db_timeout_seconds" {
   description = "DB_TIMEOUT_SECONDS: bound on every database call in both services. Must stay below ack_deadline_seconds."
   type        = number
@@ -160,15 +182,15 @@ variable "push_audience" {
 # ---------------------------------------------------------------------------------------
 
 variable "trace_writer_image" {
-  description = "Image trace-writer starts with on the first apply. Later images come from Cloud Build (Terraform ignores image changes). The default is Google's public sample that answers 200 on every path, so the first apply succeeds before any build."
+  description = "Image trace-writer is created with: one cloudbuild.yaml built (README, step 4). Later images come from Cloud Build (Terraform ignores image changes). No default: a placeholder would answer 200 to every push, and Pub/Sub would acknowledge and drop every job message and status event until the first real deploy; the service's precondition refuses an empty value or Google's hello sample."
   type        = string
-  default     = "us-docker.pkg.dev/cloudrun/container/hello"
+  default     = ""
 }
 
 variable "trace_api_image" {
-  description = "Image trace-api starts with on the first apply (see trace_writer_image)."
+  description = "Image trace-api is created with (see trace_writer_image)."
   type        = string
-  default     = "us-docker.pkg.dev/cloudrun/container/hello"
+  default     = ""
 }
 
 variable "trace_writer_max_instances" {
@@ -184,13 +206,18 @@ variable "trace_api_max_instances" {
 }
 
 variable "trace_writer_concurrency" {
-  description = "Concurrent requests per trace-writer instance (each is one database round trip)."
+  description = "Concurrent pushes per trace-writer instance. With trace_writer_memory it bounds what one instance holds: each push may take up to the code's per-push bound (a 14 MiB body today), so concurrency x that bound + the process itself must fit the memory limit (tests/tests/terraform_run.rs checks the defaults)."
   type        = number
-  default     = 80
+  default     = 16
+
+  validation {
+    condition     = var.trace_writer_concurrency >= 1 && var.trace_writer_concurrency <= 1000
+    error_message = "trace_writer_concurrency must be between 1 and 1000."
+  }
 }
 
 variable "trace_api_concurrency" {
-  description = "Concurrent requests per trace-api instance."
+  description = "Concurrent requests per trace-api instance (long-polls and event streams each hold one while they wait)."
   type        = number
   default     = 80
 }
@@ -201,8 +228,19 @@ variable "cpu" {
   default     = "1"
 }
 
-variable "memory" {
-  description = "Memory limit of each container; a stripped binary of about 8 MB needs little."
+variable "trace_writer_memory" {
+  description = "Memory limit of trace-writer's container (Mi or Gi). Sized with trace_writer_concurrency: see there."
+  type        = string
+  default     = "512Mi"
+
+  validation {
+    condition     = can(regex("^[0-9]+(Mi|Gi)$", var.trace_writer_memory))
+    error_message = "trace_writer_memory must be a whole number of Mi or Gi, such as 512Mi."
+  }
+}
+
+variable "trace_api_memory" {
+  description = "Memory limit of trace-api's container (a read API of small documents; a stripped binary of about 10 MB)."
   type        = string
   default     = "256Mi"
 }
@@ -246,6 +284,17 @@ variable "line_channel_id" {
   description = "LINE_CHANNEL_ID of trace-api (the LINE Login channel whose ID tokens are accepted when api_auth = \"line\")."
   type        = string
   default     = ""
+}
+
+variable "line_jwks_url" {
+  description = "LINE_JWKS_URL of trace-api: LINE's key set for ES256 ID tokens (api_auth = \"line\"). Empty turns ES256 off; then line_channel_secret_enabled must be true (HS256 with the channel secret)."
+  type        = string
+  default     = "https://api.line.me/oauth2/v2.1/certs"
+
+  validation {
+    condition     = var.line_jwks_url == "" || startswith(var.line_jwks_url, "https://")
+    error_message = "line_jwks_url must be an https:// URL, or empty."
+  }
 }
 
 variable "line_channel_secret_enabled" {

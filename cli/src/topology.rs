@@ -1,6 +1,6 @@
 //! The Pub/Sub resources of job trace, as `terraform/pubsub.tf` declares them with its
 //! default variables. `jobtrace provision` creates them on the emulator; a test in
-//! `tests/tests/terraform_consistency.rs` holds this module and the Terraform to each other.
+//! `tests/tests/terraform_pubsub.rs` holds this module and the Terraform to each other.
 
 /// The topic the API publishes scrape jobs to.
 pub const JOBS_TOPIC: &str = "scrape-jobs";

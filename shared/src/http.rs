@@ -58,14 +58,18 @@ pub fn exit_on_config_error(function: &str, error: ConfigError) -> ! {
     std::process::exit(2)
 }
 
-/// `GET /healthz` (the process is up) and `GET /readyz` (the database answers).
+/// `GET /health` (the process is up) and `GET /ready` (the database answers), and the same
+/// two as `/healthz` and `/readyz`. Cloud Run's front end answers every path ending in `z`
+/// with its own 404, so callers from outside need the first pair; probes run inside the
+/// container and may keep the second, as may anything already configured with it.
 pub fn health_routes<S: Clone + Send + Sync + 'static>(store: TraceStore) -> Router<S> {
+    let health = get(|| async { Json(json!({ "status": "ok" })) });
+    let ready = get(readyz).with_state(store);
     Router::new()
-        .route(
-            "/healthz",
-            get(|| async { Json(json!({ "status": "ok" })) }),
-        )
-        .route("/readyz", get(readyz).with_state(store))
+        .route("/health", health.clone())
+        .route("/healthz", health)
+        .route("/ready", ready.clone())
+        .route("/readyz", ready)
 }
 
 async fn readyz(State(store): State<TraceStore>) -> Response {
@@ -149,4 +153,50 @@ pub async fn serve_on_port(function: &'static str, port: u16, router: Router) {
         std::process::exit(1);
     }
     tracing::info!(function, "stopped");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Both spellings of each route answer alike: `/health` like `/healthz`, and `/ready`
+    /// like `/readyz` (here 503, as nothing listens where the database should be).
+    #[tokio::test]
+    async fn health_and_ready_answer_like_their_z_spellings() {
+        let nobody = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let dead_port = nobody.local_addr().unwrap().port();
+        drop(nobody);
+        let database: DatabaseConfig = crate::config::from_iter([
+            (
+                "MONGO_URI".to_string(),
+                format!("mongodb://127.0.0.1:{dead_port}/?directConnection=true"),
+            ),
+            ("DB_TIMEOUT_SECONDS".to_string(), "0.3".to_string()),
+        ])
+        .unwrap();
+        let store = TraceStore::connect(&database).await.unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(serve(
+            listener,
+            health_routes(store),
+            std::future::pending(),
+        ));
+        let client = reqwest::Client::new();
+        let answer = |path: &'static str| {
+            let request = client.get(format!("{base}{path}")).send();
+            async move {
+                let response = request.await.unwrap();
+                let status = response.status().as_u16();
+                (status, response.json::<serde_json::Value>().await.unwrap())
+            }
+        };
+        let health = answer("/health").await;
+        assert_eq!(health, (200, json!({ "status": "ok" })));
+        assert_eq!(answer("/healthz").await, health);
+        let ready = answer("/ready").await;
+        assert_eq!(ready.0, 503, "{ready:?}");
+        assert_eq!(ready.1["status"], "unavailable");
+        assert_eq!(answer("/readyz").await, ready);
+    }
 }

@@ -10,6 +10,8 @@
 //! * [`apps`]: the functions served in-process, or their binaries run as processes.
 
 pub mod apps;
+#[cfg(feature = "terraform")]
+pub mod hcl;
 pub mod histories;
 pub mod node;
 #[cfg(feature = "pubsub")]

@@ -1,4 +1,4 @@
-//! Holds `terraform/` to the code.
+//! Holds `terraform/`'s Firestore to the code.
 //!
 //! The index set is defined once, in `job_trace::indexes::seed_index_set()`. On MongoDB the
 //! services create it at start-up (`ENSURE_INDEXES=true`); on Firestore with MongoDB
@@ -11,16 +11,13 @@
 //! * the TTL is not a single `google_firestore_field` on `EXPIRE_AT_FIELD`, the field the
 //!   writer maintains (Firestore allows one TTL field per collection, so the seed's two TTL
 //!   indexes are folded into `expire_at`);
-//! * `terraform fmt -check -recursive terraform` is not clean (skipped only when Terraform
-//!   is not installed and `CI` is not `true`).
+//! * Firestore gets no change stream and trace-api runs with `API_CHANGE_STREAMS=off` on
+//!   it unless told otherwise (terraform/README.md says why).
 
-use std::fs;
-use std::io::ErrorKind;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
-use hcl::{Block, Body, Expression};
 use job_trace::indexes::{seed_index_set, Direction, IndexSpec, EXPIRE_AT_FIELD};
+use job_trace_tests::hcl::{
+    attribute, string_attribute, Block, Body, Expression, Terraform, Value,
+};
 
 /// The variable every Firestore index and the TTL field must be declared on.
 const COLLECTION_VARIABLE: &str = "var.collection_job_traces";
@@ -148,67 +145,6 @@ fn compare_ttl(code: &[IndexSpec], ttl_fields: &[TfTtlField]) -> Result<(), Stri
 // Reading terraform/
 // ---------------------------------------------------------------------------------------
 
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ lives in the workspace")
-        .to_path_buf()
-}
-
-/// Every `terraform/*.tf` file, parsed, in file-name order.
-fn parse_terraform() -> Vec<(String, Body)> {
-    let dir = workspace_root().join("terraform");
-    let mut paths: Vec<PathBuf> = fs::read_dir(&dir)
-        .unwrap_or_else(|error| panic!("cannot read {}: {error}", dir.display()))
-        .map(|entry| entry.expect("directory entry").path())
-        .filter(|path| path.extension().is_some_and(|ext| ext == "tf"))
-        .collect();
-    paths.sort();
-    assert!(!paths.is_empty(), "no .tf files in {}", dir.display());
-    paths
-        .into_iter()
-        .map(|path| {
-            let text = fs::read_to_string(&path)
-                .unwrap_or_else(|error| panic!("cannot read {}: {error}", path.display()));
-            let body = hcl::parse(&text)
-                .unwrap_or_else(|error| panic!("{} is not valid HCL: {error}", path.display()));
-            let name = path.file_name().unwrap().to_string_lossy().into_owned();
-            (name, body)
-        })
-        .collect()
-}
-
-/// `resource "TYPE" "NAME" { ... }` blocks of one type, as (`TYPE.NAME`, block).
-fn resources<'a>(files: &'a [(String, Body)], kind: &str) -> Vec<(String, &'a Block)> {
-    files
-        .iter()
-        .flat_map(|(_, body)| body.blocks())
-        .filter(|block| block.identifier() == "resource")
-        .filter_map(|block| match block.labels() {
-            [resource_type, name] if resource_type.as_str() == kind => {
-                Some((format!("{kind}.{}", name.as_str()), block))
-            }
-            _ => None,
-        })
-        .collect()
-}
-
-fn attribute<'a>(body: &'a Body, key: &str) -> Option<&'a Expression> {
-    body.attributes()
-        .find(|attribute| attribute.key() == key)
-        .map(|attribute| attribute.expr())
-}
-
-fn string_attribute(resource: &str, body: &Body, key: &str) -> Result<String, String> {
-    match attribute(body, key) {
-        Some(Expression::String(value)) => Ok(value.clone()),
-        Some(other) => Err(format!(
-            "{resource}: {key} must be a string literal, found `{other}`"
-        )),
-        None => Err(format!("{resource}: {key} is missing")),
-    }
-}
-
 /// The attribute must be the collection variable, so that indexes, TTL and the services'
 /// COLLECTION_JOB_TRACES cannot drift apart.
 fn check_collection(resource: &str, body: &Body) -> Result<(), String> {
@@ -275,16 +211,17 @@ fn read_index(resource: &str, block: &Block) -> Result<TfIndex, String> {
     })
 }
 
-fn tf_indexes(files: &[(String, Body)]) -> Result<Vec<TfIndex>, String> {
-    resources(files, "google_firestore_index")
+fn tf_indexes(terraform: &Terraform) -> Result<Vec<TfIndex>, String> {
+    terraform
+        .resources("google_firestore_index")
         .into_iter()
         .map(|(resource, block)| read_index(&resource, block))
         .collect()
 }
 
-fn tf_ttl_fields(files: &[(String, Body)]) -> Result<Vec<TfTtlField>, String> {
+fn tf_ttl_fields(terraform: &Terraform) -> Result<Vec<TfTtlField>, String> {
     let mut ttl_fields = Vec::new();
-    for (resource, block) in resources(files, "google_firestore_field") {
+    for (resource, block) in terraform.resources("google_firestore_field") {
         let body = block.body();
         if !body
             .blocks()
@@ -305,8 +242,7 @@ fn tf_ttl_fields(files: &[(String, Body)]) -> Result<Vec<TfTtlField>, String> {
 
 #[test]
 fn firestore_indexes_match_the_code() {
-    let files = parse_terraform();
-    let tf = tf_indexes(&files).unwrap_or_else(|error| panic!("{error}"));
+    let tf = tf_indexes(&Terraform::load()).unwrap_or_else(|error| panic!("{error}"));
     if let Err(problems) = compare(&seed_index_set(), &tf) {
         panic!("terraform/ and job_trace::indexes::seed_index_set() disagree:\n{problems}");
     }
@@ -314,8 +250,7 @@ fn firestore_indexes_match_the_code() {
 
 #[test]
 fn ttl_is_the_field_the_writer_maintains() {
-    let files = parse_terraform();
-    let ttl = tf_ttl_fields(&files).unwrap_or_else(|error| panic!("{error}"));
+    let ttl = tf_ttl_fields(&Terraform::load()).unwrap_or_else(|error| panic!("{error}"));
     if let Err(problem) = compare_ttl(&seed_index_set(), &ttl) {
         panic!("{problem}");
     }
@@ -334,7 +269,7 @@ fn assert_baseline(code: &[IndexSpec], tf: &[TfIndex]) {
 #[test]
 fn removing_any_index_from_terraform_is_caught() {
     let code = seed_index_set();
-    let tf = tf_indexes(&parse_terraform()).unwrap();
+    let tf = tf_indexes(&Terraform::load()).unwrap();
     assert_baseline(&code, &tf);
     for removed in 0..tf.len() {
         let mut fewer = tf.clone();
@@ -347,7 +282,7 @@ fn removing_any_index_from_terraform_is_caught() {
 
 #[test]
 fn removing_any_index_from_the_code_is_caught() {
-    let tf = tf_indexes(&parse_terraform()).unwrap();
+    let tf = tf_indexes(&Terraform::load()).unwrap();
     let code = seed_index_set();
     assert_baseline(&code, &tf);
     for removed in (0..code.len()).filter(|&i| !code[i].is_ttl()) {
@@ -357,38 +292,6 @@ fn removing_any_index_from_the_code_is_caught() {
         println!("without {} in the code:\n{error}\n", gone.name);
         assert!(error.contains("is not in the code's index set"), "{error}");
     }
-}
-
-#[test]
-fn terraform_fmt_is_clean() {
-    let in_ci = std::env::var("CI").is_ok_and(|value| value == "true");
-    let candidates = ["terraform", "/usr/local/bin/terraform"];
-    for binary in candidates {
-        let output = Command::new(binary)
-            .args(["fmt", "-check", "-recursive", "-diff", "terraform"])
-            .current_dir(workspace_root())
-            .env("CHECKPOINT_DISABLE", "1")
-            .output();
-        match output {
-            Err(error) if error.kind() == ErrorKind::NotFound => continue,
-            Err(error) => panic!("cannot run {binary}: {error}"),
-            Ok(output) => {
-                assert!(
-                    output.status.success(),
-                    "`terraform fmt -check -recursive terraform` is not clean; run \
-                     `terraform fmt -recursive terraform`:\n{}\n{}",
-                    String::from_utf8_lossy(&output.stdout),
-                    String::from_utf8_lossy(&output.stderr)
-                );
-                return;
-            }
-        }
-    }
-    assert!(
-        !in_ci,
-        "terraform is not installed, and CI=true: the fmt check must run in CI"
-    );
-    eprintln!("terraform is not installed: skipping the fmt check (it runs in CI)");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -523,7 +426,7 @@ fn compare_ttl_wants_exactly_expire_at() {
 
 #[test]
 fn reader_rejects_what_it_cannot_hold_to_the_code() {
-    let parse = |text: &str| vec![("inline.tf".to_string(), hcl::parse(text).unwrap())];
+    let parse = Terraform::parse;
 
     let wrong_scope = parse(
         r#"
@@ -604,128 +507,42 @@ resource "google_firestore_index" "x" {
 }
 
 // ---------------------------------------------------------------------------------------
-// Terraform's Pub/Sub against what `jobtrace provision` creates on the emulator
+// Change streams on Firestore
 // ---------------------------------------------------------------------------------------
 
-/// `variable "NAME" { default = ... }`.
-fn variable_default<'a>(files: &'a [(String, Body)], name: &str) -> &'a Expression {
-    files
-        .iter()
-        .flat_map(|(_, body)| body.blocks())
-        .filter(|block| block.identifier() == "variable")
-        .find(|block| matches!(block.labels(), [label] if label.as_str() == name))
-        .and_then(|block| attribute(block.body(), "default"))
-        .unwrap_or_else(|| panic!("variable {name} with a default"))
+fn api_change_streams(values: &[(&str, Value)]) -> Value {
+    let terraform = Terraform::load();
+    let plan = terraform.evaluate(values);
+    plan.local("api_env")
+        .as_object()
+        .and_then(|env| env.get("API_CHANGE_STREAMS").cloned())
+        .expect("trace-api's environment sets API_CHANGE_STREAMS")
 }
 
-fn string_default(files: &[(String, Body)], name: &str) -> String {
-    match variable_default(files, name) {
-        Expression::String(value) => value.clone(),
-        other => panic!("variable {name}: default is not a string: {other}"),
-    }
-}
-
-fn number_default(files: &[(String, Body)], name: &str) -> i64 {
-    match variable_default(files, name) {
-        Expression::Number(value) => value.as_i64().expect("an integer"),
-        other => panic!("variable {name}: default is not a number: {other}"),
-    }
-}
-
-/// The expression of `key` as source text, whatever it is.
-fn source(body: &Body, key: &str) -> String {
-    attribute(body, key)
-        .map(ToString::to_string)
-        .unwrap_or_default()
-}
-
+/// Firestore has no change stream unless one is created, and terraform/ creates none
+/// (terraform/README.md, "Change streams"): trace-api polls there, and keeps
+/// `auto` on MongoDB, which has them.
 #[test]
-fn jobtrace_provisions_the_topics_and_subscriptions_terraform_declares() {
-    use jobtrace::topology::*;
-    let files = parse_terraform();
-    assert_eq!(string_default(&files, "scrape_jobs_topic"), JOBS_TOPIC);
-    assert_eq!(string_default(&files, "events_topic"), EVENTS_TOPIC);
-    assert_eq!(
-        string_default(&files, "dead_letter_topic"),
-        DEAD_LETTER_TOPIC
+fn firestore_runs_trace_api_without_change_streams() {
+    let terraform = Terraform::load();
+    assert!(
+        terraform
+            .resources("google_firestore_change_stream")
+            .is_empty(),
+        "terraform/ creates a Firestore change stream: then API_CHANGE_STREAMS may stay auto \
+         on Firestore; change this test and terraform/README.md together"
     );
+    let firestore = ("enable_firestore", Value::Bool(true));
+    let mongodb = ("enable_firestore", Value::Bool(false));
     assert_eq!(
-        number_default(&files, "max_delivery_attempts"),
-        i64::from(MAX_DELIVERY_ATTEMPTS)
+        api_change_streams(std::slice::from_ref(&firestore)),
+        Value::from("off")
     );
+    assert_eq!(api_change_streams(&[mongodb]), Value::from("auto"));
+    // What check-backend finds may turn them on again.
+    let chosen = ("api_change_streams", Value::from("auto"));
     assert_eq!(
-        number_default(&files, "ack_deadline_seconds"),
-        i64::from(ACK_DEADLINE_SECONDS)
+        api_change_streams(&[firestore, chosen]),
+        Value::from("auto")
     );
-
-    let subscriptions = resources(&files, "google_pubsub_subscription");
-    let hold = subscriptions
-        .iter()
-        .find(|(_, block)| source(block.body(), "topic").contains("dead_letter"))
-        .expect("a subscription holding dead letters");
-    assert_eq!(
-        source(hold.1.body(), "name"),
-        format!(
-            "\"${{var.dead_letter_topic}}{}\"",
-            &DEAD_LETTER_HOLD[DEAD_LETTER_TOPIC.len()..]
-        ),
-        "{}",
-        hold.0
-    );
-
-    let pushing: Vec<_> = subscriptions
-        .iter()
-        .filter(|(_, block)| {
-            block
-                .body()
-                .blocks()
-                .any(|b| b.identifier() == "push_config")
-        })
-        .collect();
-    assert_eq!(
-        pushing.len(),
-        PUSH_SUBSCRIPTIONS.len(),
-        "push subscriptions"
-    );
-    for planned in PUSH_SUBSCRIPTIONS {
-        let (resource, block) = pushing
-            .iter()
-            .find(|(_, block)| source(block.body(), "name") == format!("\"{}\"", planned.name))
-            .unwrap_or_else(|| panic!("terraform has no push subscription {}", planned.name));
-        let body = block.body();
-        let topic = source(body, "topic");
-        let topic_variable = if planned.topic == JOBS_TOPIC {
-            "scrape_jobs"
-        } else {
-            "events"
-        };
-        assert!(topic.contains(topic_variable), "{resource}: topic {topic}");
-        let ordered = matches!(
-            attribute(body, "enable_message_ordering"),
-            Some(Expression::Bool(true))
-        );
-        assert_eq!(ordered, planned.ordering, "{resource}: message ordering");
-        assert_eq!(
-            source(body, "ack_deadline_seconds"),
-            "var.ack_deadline_seconds"
-        );
-        let push = body
-            .blocks()
-            .find(|b| b.identifier() == "push_config")
-            .unwrap();
-        let endpoint = source(push.body(), "push_endpoint");
-        assert!(
-            endpoint.ends_with(&format!("}}{PUSH_PATH}\"")),
-            "{resource}: push endpoint {endpoint} does not end in {PUSH_PATH}"
-        );
-        let dead_letter = body
-            .blocks()
-            .find(|b| b.identifier() == "dead_letter_policy")
-            .unwrap_or_else(|| panic!("{resource}: no dead_letter_policy"));
-        assert_eq!(
-            source(dead_letter.body(), "max_delivery_attempts"),
-            "var.max_delivery_attempts"
-        );
-        assert!(source(dead_letter.body(), "dead_letter_topic").contains("dead_letter"));
-    }
 }
