@@ -9,6 +9,8 @@ use jobtrace::transport::{self, Sink, Target, TargetChoice};
 use jobtrace::watch::{describe, status_of, transition_key, Api, LOCAL_API};
 use jobtrace::{demo, Failure};
 
+mod migrate;
+
 /// Exit codes of `watch` (and of `demo`), for scripts that wait on a job.
 const EXIT_FAILED: u8 = 3;
 const EXIT_NOT_FOUND: u8 = 4;
@@ -115,6 +117,8 @@ enum Command {
         #[arg(long, default_value_t = 700)]
         pace_ms: u64,
     },
+    /// Bring the original system's traces up to this system's fields (dry run by default).
+    Migrate(migrate::MigrateArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -254,6 +258,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
                 ExitCode::FAILURE
             })
         }
+        Command::Migrate(args) => migrate::main(args).await,
     }
 }
 
