@@ -300,6 +300,10 @@ async fn index_shape(traces: &Collection<Document>) -> IndexShape {
     shape
 }
 
+/// The original passed `background: true` on every index. mongod leaves that option out
+/// when it compares an index with an existing one ("a creation time option only");
+/// SecantusDB 0.7.0b3 counts it and answers IndexKeySpecsConflict (86), so the store must
+/// not lean on the server's comparison to meet indexes that are already there.
 #[tokio::test]
 async fn ensure_indexes_accepts_the_originals_index_set() {
     let db = legacy_database("legacy_indexes").await;
