@@ -7,9 +7,7 @@ use job_trace::model::JobStatus;
 use jobtrace::messages::{job_message, StatusReport};
 use jobtrace::transport::{self, Sink, Target, TargetChoice};
 use jobtrace::watch::{describe, status_of, transition_key, Api, LOCAL_API};
-use jobtrace::{demo, Failure};
-
-mod migrate;
+use jobtrace::{demo, migrate, Failure};
 
 /// Exit codes of `watch` (and of `demo`), for scripts that wait on a job.
 const EXIT_FAILED: u8 = 3;

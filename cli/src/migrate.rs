@@ -17,9 +17,10 @@ use clap::Args;
 use job_trace::config::DatabaseConfig;
 use job_trace::model::{render_time, HistoryEntry, JobStatus, TraceKey};
 use job_trace::rules::{bound_error, expire_at, history_order};
-use jobtrace::Failure;
 use mongodb::options::ClientOptions;
-use mongodb::{Client, Collection, Database};
+use mongodb::{Client, Collection};
+
+use crate::Failure;
 
 /// The field that marks a migrated document.
 pub const MARKER: &str = "migrated";
@@ -320,24 +321,22 @@ pub async fn migrate(
     settings: &Settings,
     mut progress: impl FnMut(&Summary),
 ) -> Result<Result<Summary, Refusal>, Failure> {
-    let failed = |e: mongodb::error::Error| Failure::new(format!("migration stopped: {e}"));
     if settings.offset_millis != 0 {
         let theirs = doc! { "attempt": { "$exists": true }, MARKER: { "$exists": false } };
         let count = traces
             .count_documents(theirs.clone())
             .await
-            .map_err(failed)?;
+            .map_err(stopped)?;
         if count > 0 {
             let example = traces
                 .find_one(theirs)
                 .await
-                .map_err(failed)?
+                .map_err(stopped)?
                 .and_then(|found| found.get_str("message_id").ok().map(str::to_owned))
                 .unwrap_or_else(|| "(none)".into());
             return Ok(Err(Refusal::WrittenByThisSystem { count, example }));
         }
     }
-    let database = traces.client().database(&traces.namespace().db);
     let now = bson::DateTime::now();
     let mut summary = Summary::default();
     let mut last_id: Option<Bson> = None;
@@ -352,23 +351,23 @@ pub async fn migrate(
                 .sort(doc! { "_id": 1 })
                 .limit(i64::from(settings.batch_size))
                 .await
-                .map_err(failed)?
+                .map_err(stopped)?
                 .try_collect()
                 .await
-                .map_err(failed)?
+                .map_err(stopped)?
         };
         let Some(last) = batch.last() else {
             break;
         };
         last_id = last.get("_id").cloned();
         let mut updates = Vec::new();
-        let mut stopped = false;
+        let mut at_limit = false;
         for document in &batch {
             if settings
                 .limit
                 .is_some_and(|limit| summary.migrated + updates.len() as u64 >= limit)
             {
-                stopped = true;
+                at_limit = true;
                 break;
             }
             summary.scanned += 1;
@@ -386,26 +385,28 @@ pub async fn migrate(
             }
         }
         if settings.apply && !updates.is_empty() {
-            let matched = write(&database, traces, &updates).await?;
+            let matched = write(traces, &updates).await?;
             summary.migrated += matched;
             summary.changed_meanwhile += updates.len() as u64 - matched;
         } else {
             summary.migrated += updates.len() as u64;
         }
         progress(&summary);
-        if stopped {
+        if at_limit {
             break 'batches;
         }
     }
     Ok(Ok(summary))
 }
 
-/// One `update` command for the whole batch; returns how many documents matched.
-async fn write(
-    database: &Database,
-    traces: &Collection<Document>,
-    updates: &[Migration],
-) -> Result<u64, Failure> {
+fn stopped(error: mongodb::error::Error) -> Failure {
+    Failure::new(format!("migration stopped: {error}"))
+}
+
+/// One `update` command for the whole batch; returns how many documents matched, that is
+/// were still as they were read.
+pub async fn write(traces: &Collection<Document>, updates: &[Migration]) -> Result<u64, Failure> {
+    let database = traces.client().database(&traces.namespace().db);
     let statements: Vec<Document> = updates
         .iter()
         .map(|m| doc! { "q": m.filter.clone(), "u": { "$set": m.set.clone() }, "multi": false, "upsert": false })
@@ -417,7 +418,7 @@ async fn write(
             "ordered": false,
         })
         .await
-        .map_err(|e| Failure::new(format!("migration stopped: {e}")))?;
+        .map_err(stopped)?;
     if let Ok(errors) = reply.get_array("writeErrors") {
         if let Some(first) = errors.first() {
             return Err(Failure::new(format!(
