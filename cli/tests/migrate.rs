@@ -13,6 +13,7 @@ use job_trace::rules::{self, Change};
 use job_trace::TraceStore;
 use job_trace_tests::legacy::{self, LegacyJob, JST_OFFSET_MILLIS};
 use job_trace_tests::{unique_name, Database};
+use jobtrace::migrate::{self, plan, Plan};
 use mongodb::Collection;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
@@ -535,5 +536,76 @@ async fn a_malformed_offset_is_bad_usage() {
         text(&output.stderr).contains("is not a duration"),
         "{}",
         text(&output.stderr)
+    );
+}
+
+#[tokio::test]
+async fn a_document_changed_after_it_was_read_is_never_overwritten() {
+    let m = Migration::new("migrate_concurrent").await;
+    let jobs = one_job_per_status(&m, "Uconcurrent").await;
+    let read = m.snapshot().await;
+    let migrations: Vec<_> = read
+        .iter()
+        .map(
+            |document| match plan(document, JST_OFFSET_MILLIS, bson::DateTime::now()) {
+                Plan::Migrate(migration) => migration,
+                other => panic!("{document}: {other:?}"),
+            },
+        )
+        .collect();
+
+    // Between the read and the write: trace-writer records attempt 2 of the failed job,
+    // and the original's worker, still running, takes the queued one.
+    let (_, queued) = &jobs[0];
+    let (_, failed) = &jobs[3];
+    let retried = Change::event(
+        mid(failed),
+        JobStatus::Processing,
+        2,
+        real(3600),
+        None,
+        None,
+    );
+    m.store.apply(&retried).await.unwrap();
+    let taken = legacy::update_job_status(
+        &m.traces,
+        queued,
+        JobStatus::Processing,
+        None,
+        None,
+        real(30),
+    )
+    .await;
+    assert!(taken);
+    let meanwhile = [m.raw(queued).await, m.raw(failed).await];
+
+    let written = migrate::write(&m.traces, &migrations).await.unwrap();
+    assert_eq!(
+        written, 3,
+        "only the three unchanged documents are migrated"
+    );
+    assert_eq!(
+        [m.raw(queued).await, m.raw(failed).await],
+        meanwhile,
+        "a concurrent write was overwritten"
+    );
+    let retried = m.store.get(&mid(failed)).await.unwrap().unwrap();
+    assert_eq!(
+        (retried.status, retried.attempt),
+        (JobStatus::Processing, Some(2))
+    );
+
+    // The next run picks the original's change up and leaves this system's alone.
+    let stdout = m.ok(&["--apply"]).await;
+    assert_eq!(count(&stdout, "migrated"), 1, "{stdout}");
+    assert_eq!(count(&stdout, "already migrated"), 3, "{stdout}");
+    assert!(
+        stdout.contains("  written by this system (has attempt): 1"),
+        "{stdout}"
+    );
+    let taken = m.store.get(&mid(queued)).await.unwrap().unwrap();
+    assert_eq!(
+        (taken.status, taken.attempt, taken.history.len()),
+        (JobStatus::Processing, Some(1), 2)
     );
 }
