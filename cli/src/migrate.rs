@@ -177,33 +177,26 @@ pub fn plan(document: &Document, offset_millis: i64, now: bson::DateTime) -> Pla
     };
     let (started_at, completed_at) = (dates["started_at"], dates["completed_at"]);
 
-    let mut history = vec![HistoryEntry {
-        attempt: 0,
-        rank: 0,
-        status: JobStatus::Queued,
-        at: created_at,
-        error: None,
-    }];
+    // Every status the original recorded belonged to the job's first attempt.
+    let entry = |status: JobStatus, at: bson::DateTime, error: Option<String>| {
+        let key = TraceKey::implied_by_legacy(status);
+        HistoryEntry {
+            attempt: i64::from(key.attempt),
+            rank: i32::from(key.rank),
+            status,
+            at,
+            error,
+        }
+    };
+    let mut history = vec![entry(JobStatus::Queued, created_at, None)];
     if let Some(started) = started_at {
-        history.push(HistoryEntry {
-            attempt: 1,
-            rank: 1,
-            status: JobStatus::Processing,
-            at: started,
-            error: None,
-        });
+        history.push(entry(JobStatus::Processing, started, None));
     }
     if status.is_terminal() {
         // The original wrote completed_at and updated_at in the same call.
         let at = completed_at.or(dates["updated_at"]).unwrap_or(created_at);
         let error = document.get_str("error").ok().map(bound_error);
-        history.push(HistoryEntry {
-            attempt: 1,
-            rank: 2,
-            status,
-            at,
-            error,
-        });
+        history.push(entry(status, at, error));
     }
     history.sort_by(history_order);
     let key = TraceKey::implied_by_legacy(status);
