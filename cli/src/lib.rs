@@ -4,6 +4,7 @@
 
 pub mod demo;
 pub mod messages;
+pub mod migrate;
 pub mod topology;
 pub mod transport;
 pub mod watch;

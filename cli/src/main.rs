@@ -7,7 +7,7 @@ use job_trace::model::JobStatus;
 use jobtrace::messages::{job_message, StatusReport};
 use jobtrace::transport::{self, Sink, Target, TargetChoice};
 use jobtrace::watch::{describe, status_of, transition_key, Api, LOCAL_API};
-use jobtrace::{demo, Failure};
+use jobtrace::{demo, migrate, Failure};
 
 /// Exit codes of `watch` (and of `demo`), for scripts that wait on a job.
 const EXIT_FAILED: u8 = 3;
@@ -115,6 +115,8 @@ enum Command {
         #[arg(long, default_value_t = 700)]
         pace_ms: u64,
     },
+    /// Bring the original system's traces up to this system's fields (dry run by default).
+    Migrate(migrate::MigrateArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -254,6 +256,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
                 ExitCode::FAILURE
             })
         }
+        Command::Migrate(args) => migrate::main(args).await,
     }
 }
 

@@ -6,6 +6,7 @@
 //!   `JOBTRACE_DATABASE=rust`, SecantusDB's much faster Rust server, which
 //!   `bench/ensure-tools.sh` builds into `.bench-tools/` (the long runs use it).
 //! * [`histories`]: random job histories and their messages, for convergence tests.
+//! * [`legacy`]: the original system's documents and indexes, as its code wrote them.
 //! * [`pubsub`]: the Google Pub/Sub emulator and `google-cloud-pubsub` clients of it.
 //! * [`apps`]: the functions served in-process, or their binaries run as processes.
 
@@ -13,6 +14,7 @@ pub mod apps;
 #[cfg(feature = "terraform")]
 pub mod hcl;
 pub mod histories;
+pub mod legacy;
 pub mod node;
 #[cfg(feature = "pubsub")]
 pub mod pubsub;
