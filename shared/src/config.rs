@@ -207,7 +207,10 @@ mod tests {
         let error = from_iter::<DatabaseConfig>(vars(&[("STORE_WRITE", "upsert")])).unwrap_err();
         let text = error.to_string();
         assert!(
-            text.contains("STORE_WRITE") && text.contains("upsert") && text.contains("pipeline") && text.contains("cas"),
+            text.contains("STORE_WRITE")
+                && text.contains("upsert")
+                && text.contains("pipeline")
+                && text.contains("cas"),
             "{text}"
         );
     }

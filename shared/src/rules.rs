@@ -421,7 +421,11 @@ mod tests {
         assert_eq!(done.started_at, Some(at(5)), "attempt 1 keeps its start");
         let redelivered = apply(Some(&running), &event(JobStatus::Processing, 1, 3));
         assert_eq!(redelivered.status, JobStatus::Processing);
-        assert_eq!(redelivered.started_at, Some(at(3)), "the earliest processing");
+        assert_eq!(
+            redelivered.started_at,
+            Some(at(3)),
+            "the earliest processing"
+        );
         let queued = legacy(JobStatus::Queued);
         let started = apply(Some(&queued), &event(JobStatus::Processing, 1, 5));
         assert_eq!(started.status, JobStatus::Processing);

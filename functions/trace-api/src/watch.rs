@@ -181,11 +181,7 @@ impl Inner {
     }
 
     /// Follows the stream until it fails, ends, or the task should stop (then `true`).
-    async fn follow(
-        &self,
-        mut feed: ChangeFeed,
-        idle_since: &mut Option<Instant>,
-    ) -> bool {
+    async fn follow(&self, mut feed: ChangeFeed, idle_since: &mut Option<Instant>) -> bool {
         loop {
             if self.should_stop(idle_since) {
                 return true;

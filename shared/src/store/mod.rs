@@ -26,12 +26,13 @@ use mongodb::error::{ErrorKind, WriteFailure};
 use mongodb::options::{ClientOptions, FullDocumentType, IndexOptions};
 use mongodb::{Client, Collection, IndexModel};
 
-pub use crate::config::StoreWrite;
 use crate::config::DatabaseConfig;
+pub use crate::config::StoreWrite;
 use crate::ids::{LineUserId, MessageId};
 use crate::indexes::{seed_index_set, IndexSpec};
 use crate::model::{JobStatus, JobType, TraceDocument};
 use crate::rules::Change;
+pub use pipeline::update_pipeline;
 
 /// The field both strategies bump on every write. `cas` conditions its write on it; the
 /// pipeline maintains it too, so that instances of both strategies may write the same
@@ -446,7 +447,11 @@ mod tests {
         assert!(is_duplicate_key(&other_code_and_text));
         let by_name_only = write_error(42, Some("DuplicateKey"), "unique index violated");
         assert!(is_duplicate_key(&by_name_only));
-        let too_large = write_error(10334, Some("BSONObjectTooLarge"), "object to insert too large");
+        let too_large = write_error(
+            10334,
+            Some("BSONObjectTooLarge"),
+            "object to insert too large",
+        );
         assert!(!is_duplicate_key(&too_large));
         let not_a_server_error = Error::custom("duplicate key");
         assert!(

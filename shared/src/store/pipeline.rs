@@ -28,13 +28,16 @@ fn stored_or(field: &str, value: impl Into<Bson>) -> Bson {
 /// without `attempt`/`rank` (the original system's), through
 /// [`TraceKey::implied_by_legacy`]; `-1` when there is no trace.
 fn implied_by_legacy(pick: fn(TraceKey) -> i64) -> Bson {
-    JobStatus::ALL.iter().rev().fold(Bson::Int64(-1), |otherwise, &status| {
-        Bson::Document(doc! { "$cond": [
-            { "$eq": ["$status", status.as_str()] },
-            pick(TraceKey::implied_by_legacy(status)),
-            otherwise,
-        ] })
-    })
+    JobStatus::ALL
+        .iter()
+        .rev()
+        .fold(Bson::Int64(-1), |otherwise, &status| {
+            Bson::Document(doc! { "$cond": [
+                { "$eq": ["$status", status.as_str()] },
+                pick(TraceKey::implied_by_legacy(status)),
+                otherwise,
+            ] })
+        })
 }
 
 /// apply: `let (old_attempt, old_rank) = stored_key(..)` and
