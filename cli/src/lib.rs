@@ -2,6 +2,7 @@
 //! Enqueue scrape jobs as the API does, report statuses as a worker does, and follow a
 //! trace through trace-api, against the local stack of `make run` or a real project.
 
+pub mod check_backend;
 pub mod demo;
 pub mod messages;
 pub mod migrate;

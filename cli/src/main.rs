@@ -7,7 +7,7 @@ use job_trace::model::JobStatus;
 use jobtrace::messages::{job_message, StatusReport};
 use jobtrace::transport::{self, Sink, Target, TargetChoice};
 use jobtrace::watch::{describe, status_of, transition_key, Api, LOCAL_API};
-use jobtrace::{demo, migrate, Failure};
+use jobtrace::{check_backend, demo, migrate, Failure};
 
 /// Exit codes of `watch` (and of `demo`), for scripts that wait on a job.
 const EXIT_FAILED: u8 = 3;
@@ -105,6 +105,20 @@ enum Command {
         /// already stored), so that a restarted emulator does not reuse old jobs' ids.
         #[arg(long, value_name = "MESSAGE_ID")]
         ids_past: Option<u64>,
+    },
+    /// Try every database feature the functions rely on (in a scratch collection it
+    /// removes; never the traces) and print the STORE_WRITE and API_CHANGE_STREAMS to
+    /// deploy with. Exit 0 when that configuration works, 1 otherwise.
+    CheckBackend {
+        /// The connection string (else MONGO_URI, else the local default).
+        #[arg(long, value_name = "URI")]
+        mongo_uri: Option<String>,
+        /// The database (else MONGO_DATABASE, else mansion_watch).
+        #[arg(long, value_name = "NAME")]
+        database: Option<String>,
+        /// Print one JSON object instead of the table.
+        #[arg(long)]
+        json: bool,
     },
     /// Enqueue a few jobs, play the worker, and show their traces converge.
     Demo {
@@ -244,6 +258,31 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
                 println!("message ids moved past {highest} ({published} messages published)");
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Command::CheckBackend {
+            mongo_uri,
+            database,
+            json,
+        } => {
+            let mut config = job_trace::config::DatabaseConfig::from_env().map_err(Failure::of)?;
+            if let Some(uri) = mongo_uri {
+                config.mongo_uri = uri;
+            }
+            if let Some(database) = database {
+                config.mongo_database = database;
+            }
+            let config = job_trace::config::DatabaseConfig::checked(config).map_err(Failure::of)?;
+            let report = check_backend::run(&config).await?;
+            if json {
+                println!("{}", report.json());
+            } else {
+                print!("{}", report.table());
+            }
+            Ok(if report.ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Command::Demo { user, pace_ms } => {
             let sink = connect(choice).await?;

@@ -256,3 +256,71 @@ pub fn check_published(
     }
     Ok(())
 }
+
+/// A trace as the original system left it: a status with its times and the job's
+/// fields, but no `attempt`, `rank`, `history` or `expire_at` (it kept none), dated a
+/// little before the random histories.
+pub fn legacy_trace(rng: &mut impl Rng, message_id: &MessageId) -> TraceDocument {
+    let status = JobStatus::ALL[rng.random_range(0..JobStatus::ALL.len())];
+    let at = |offset: i64| Some(bson::DateTime::from_millis(BASE_MILLIS - offset));
+    TraceDocument {
+        id: None,
+        message_id: message_id.to_string(),
+        job_type: Some(JobType::PropertyScrape),
+        status,
+        url: Some(format!(
+            "https://suumo.jp/ms/chuko/nc_{}/",
+            rng.random::<u32>()
+        )),
+        line_user_id: Some(format!("U{:04}", rng.random_range(0..50))),
+        check_only: Some(false),
+        created_at: at(600_000),
+        updated_at: at(rng.random_range(0..500_000)),
+        started_at: (status != JobStatus::Queued).then(|| at(550_000)).flatten(),
+        completed_at: status.is_terminal().then(|| at(500_000)).flatten(),
+        error: (status == JobStatus::Failed).then(|| "scrape failed".to_owned()),
+        result: None,
+        attempt: None,
+        rank: None,
+        history: Vec::new(),
+        expire_at: None,
+    }
+}
+
+/// `doc` as the original system stored it: the fields it never wrote are absent, not
+/// `null`.
+pub fn legacy_document(doc: &TraceDocument) -> bson::Document {
+    let mut stored = bson::to_document(doc).expect("a trace is a document");
+    for absent in ["attempt", "rank", "history", "expire_at"] {
+        stored.remove(absent);
+    }
+    stored
+}
+
+/// What the rules say of a legacy trace `start` after `history`: at the key its status
+/// implies for attempt 1, so only a later attempt's message (or, for a `queued` one,
+/// any greater key) moves its status.
+pub fn check_legacy_semantics(
+    start: &TraceDocument,
+    history: &History,
+    doc: &TraceDocument,
+) -> Result<(), String> {
+    let implied = job_trace::model::TraceKey::implied_by_legacy(start.status);
+    let greatest = history
+        .messages
+        .iter()
+        .max_by_key(|m| m.key)
+        .expect("a history has messages");
+    let expected = if greatest.key > implied {
+        greatest.status
+    } else {
+        start.status
+    };
+    if doc.status != expected {
+        return Err(format!(
+            "a legacy {} trace after messages up to {:?} is {}, not {expected}",
+            start.status, greatest.key, doc.status
+        ));
+    }
+    Ok(())
+}

@@ -11,6 +11,7 @@
 //! * [`apps`]: the functions served in-process, or their binaries run as processes.
 
 pub mod apps;
+pub mod disguise;
 #[cfg(feature = "terraform")]
 pub mod hcl;
 pub mod histories;
@@ -26,7 +27,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use job_trace::config::DatabaseConfig;
+use job_trace::config::{DatabaseConfig, StoreWrite};
 use job_trace::TraceStore;
 use mongodb::event::command::CommandEvent;
 use mongodb::event::EventHandler;
@@ -194,6 +195,7 @@ impl Database {
             collection_job_traces: "job_traces".into(),
             ensure_indexes: false,
             db_timeout_seconds: 10.0,
+            store_write: Default::default(),
         }
     }
 }
@@ -303,6 +305,13 @@ pub fn unique_name(prefix: &str) -> String {
 pub async fn fresh_store(prefix: &str) -> TraceStore {
     let config = Database::shared().config(&unique_name(prefix));
     TraceStore::connect(&config).await.expect("store")
+}
+
+/// A store on a fresh database of the shared server, writing with `write`.
+pub async fn fresh_store_writing(prefix: &str, write: StoreWrite) -> TraceStore {
+    fresh_store(&format!("{}_{prefix}", write.as_str()))
+        .await
+        .with_strategy(write)
 }
 
 /// Counts the commands a client sends, by name.
