@@ -378,8 +378,18 @@ impl TraceStore {
         &self,
         specs: impl IntoIterator<Item = IndexSpec>,
     ) -> Result<(), StoreError> {
+        let existing = self.existing_indexes().await?;
         let models = specs
             .into_iter()
+            // An index already there under the same name and key is left alone: the
+            // original created ours with `background: true`, a creation-time option
+            // some servers (SecantusDB) still count as a difference, so asking again
+            // would be refused as a conflicting spec although nothing differs.
+            .filter(|spec| {
+                !existing
+                    .iter()
+                    .any(|(name, keys)| *name == spec.name && same_keys(keys, &spec.keys()))
+            })
             .map(|spec| {
                 let options = IndexOptions::builder()
                     .name(spec.name.clone())
@@ -393,9 +403,33 @@ impl TraceStore {
                     .build()
             })
             .collect::<Vec<_>>();
+        if models.is_empty() {
+            return Ok(());
+        }
         self.bounded(async {
             self.traces.create_indexes(models).await?;
             Ok(())
+        })
+        .await
+    }
+
+    /// Name and key of every index of the traces collection; none when it does not exist
+    /// yet.
+    async fn existing_indexes(&self) -> Result<Vec<(String, Document)>, StoreError> {
+        self.bounded(async {
+            let cursor = match self.traces.list_indexes().await {
+                Ok(cursor) => cursor,
+                Err(error) if is_namespace_not_found(&error) => return Ok(Vec::new()),
+                Err(error) => return Err(error.into()),
+            };
+            let indexes: Vec<IndexModel> = cursor.try_collect().await?;
+            Ok(indexes
+                .into_iter()
+                .filter_map(|index| {
+                    let name = index.options.and_then(|options| options.name)?;
+                    Some((name, index.keys))
+                })
+                .collect())
         })
         .await
     }
@@ -413,6 +447,34 @@ impl TraceStore {
         })
         .await
     }
+}
+
+/// MongoDB's answer to listing the indexes of a collection that does not exist.
+const NAMESPACE_NOT_FOUND: i32 = 26;
+
+fn is_namespace_not_found(error: &mongodb::error::Error) -> bool {
+    matches!(error.kind.as_ref(), ErrorKind::Command(e) if e.code == NAMESPACE_NOT_FOUND)
+}
+
+/// Index keys compared field by field and by value, whatever number type each server
+/// stores the direction as (`1`, `1i64`, `1.0`).
+fn same_keys(a: &Document, b: &Document) -> bool {
+    let direction = |value: &Bson| match value {
+        Bson::Int32(n) => Some(f64::from(*n)),
+        Bson::Int64(n) => Some(*n as f64),
+        Bson::Double(n) => Some(*n),
+        _ => None,
+    };
+    a.len() == b.len()
+        && a.iter()
+            .zip(b.iter())
+            .all(|((name_a, value_a), (name_b, value_b))| {
+                name_a == name_b
+                    && match (direction(value_a), direction(value_b)) {
+                        (Some(x), Some(y)) => x == y,
+                        _ => value_a == value_b,
+                    }
+            })
 }
 
 #[cfg(test)]
