@@ -8,9 +8,11 @@
 //! * [`histories`]: random job histories and their messages, for convergence tests.
 //! * [`pubsub`]: the Google Pub/Sub emulator and `google-cloud-pubsub` clients of it.
 //! * [`apps`]: the functions served in-process, or their binaries run as processes.
+//! * [`jwks`]: key-set endpoints for the token verifiers.
 
 pub mod apps;
 pub mod histories;
+pub mod jwks;
 pub mod node;
 #[cfg(feature = "pubsub")]
 pub mod pubsub;
@@ -35,6 +37,17 @@ pub fn project_root() -> PathBuf {
         .parent()
         .expect("tests/ sits in the workspace")
         .to_path_buf()
+}
+
+/// A file of the repo's `fixtures/`.
+pub fn fixture(name: &str) -> Vec<u8> {
+    let path = project_root().join("fixtures").join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()))
+}
+
+/// A JSON file of the repo's `fixtures/`.
+pub fn fixture_json(name: &str) -> serde_json::Value {
+    serde_json::from_slice(&fixture(name)).expect("fixture JSON")
 }
 
 /// A loopback port nobody listens on right now.

@@ -297,26 +297,22 @@ mod tests {
 
     #[test]
     fn each_auth_mode_needs_its_settings() {
-        let error = ApiConfig::from_vars(vars(&[("API_AUTH", "token")]))
-            .err()
-            .unwrap();
-        assert!(error.to_string().contains("API_TOKEN"), "{error}");
-        let error = ApiConfig::from_vars(vars(&[("API_AUTH", "token"), ("API_TOKEN", "short")]))
-            .err()
-            .unwrap();
-        assert!(error.to_string().contains("at least 16"), "{error}");
-        let error = ApiConfig::from_vars(vars(&[("API_AUTH", "line")]))
-            .err()
-            .unwrap();
-        assert!(error.to_string().contains("LINE_CHANNEL_ID"), "{error}");
-        let error = ApiConfig::from_vars(vars(&[("API_AUTH", "line"), ("LINE_CHANNEL_ID", "1")]))
-            .err()
-            .unwrap();
-        assert!(error.to_string().contains("LINE_CHANNEL_SECRET"), "{error}");
-        let error = ApiConfig::from_vars(vars(&[("API_AUTH", "sometimes")]))
-            .err()
-            .unwrap();
-        assert!(error.to_string().contains("API_AUTH"), "{error}");
+        for (given, named) in [
+            (&[("API_AUTH", "token")][..], "API_TOKEN"),
+            (
+                &[("API_AUTH", "token"), ("API_TOKEN", "short")],
+                "at least 16",
+            ),
+            (&[("API_AUTH", "line")], "LINE_CHANNEL_ID"),
+            (
+                &[("API_AUTH", "line"), ("LINE_CHANNEL_ID", "1")],
+                "LINE_CHANNEL_SECRET",
+            ),
+            (&[("API_AUTH", "sometimes")], "API_AUTH"),
+        ] {
+            let error = ApiConfig::from_vars(vars(given)).err().unwrap();
+            assert!(error.to_string().contains(named), "{given:?}: {error}");
+        }
         let ok = ApiConfig::from_vars(vars(&[
             ("API_AUTH", "line"),
             ("LINE_CHANNEL_ID", "1657000000"),
