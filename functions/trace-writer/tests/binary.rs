@@ -7,14 +7,10 @@ use std::time::{Duration, Instant};
 
 use futures::TryStreamExt;
 use job_trace_tests::apps::Binary;
-use job_trace_tests::{free_port, project_root, unique_name, Database};
+use job_trace_tests::{fixture, free_port, unique_name, Database};
 use serde_json::Value;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_trace-writer");
-
-fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(project_root().join("fixtures").join(name)).expect("fixture")
-}
 
 fn http() -> reqwest::Client {
     reqwest::Client::builder()
