@@ -4,6 +4,7 @@
 
 pub mod demo;
 pub mod messages;
+pub mod stored;
 pub mod topology;
 pub mod transport;
 pub mod watch;

@@ -106,6 +106,8 @@ enum Command {
         #[arg(long, value_name = "MESSAGE_ID")]
         ids_past: Option<u64>,
     },
+    /// Print the largest numeric message_id stored (MONGO_URI, MONGO_DATABASE), 0 if none.
+    HighestId,
     /// Enqueue a few jobs, play the worker, and show their traces converge.
     Demo {
         /// The LINE user of the demo's jobs (default: a new one).
@@ -241,6 +243,11 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
                 let published = transport::advance_message_ids(host, project, highest).await?;
                 println!("message ids moved past {highest} ({published} messages published)");
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::HighestId => {
+            let config = job_trace::config::DatabaseConfig::from_env().map_err(Failure::of)?;
+            println!("{}", jobtrace::stored::highest_id(&config).await?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo { user, pace_ms } => {
