@@ -12,7 +12,7 @@ use job_trace_tests::project_root;
 use serde_json::Value;
 use trace_api::ApiConfig;
 
-const ROUTES: [&str; 8] = [
+const ROUTES: [&str; 10] = [
     "/api/v1/jobs/status/{message_id}",
     "/api/v1/jobs/status/{message_id}/events",
     "/api/v1/jobs/user/{line_user_id}",
@@ -20,6 +20,8 @@ const ROUTES: [&str; 8] = [
     "/job/user",
     "/healthz",
     "/readyz",
+    "/health",
+    "/ready",
     "/openapi.json",
 ];
 

@@ -9,7 +9,7 @@
 //! | `GET /api/v1/jobs/status/{message_id}`, `GET /job/status?message_id=` | [`routes::status`] |
 //! | `GET /api/v1/jobs/user/{line_user_id}`, `GET /job/user?line_user_id=` | [`routes::user`] |
 //! | `GET /api/v1/jobs/status/{message_id}/events` | [`routes::events`] |
-//! | `GET /openapi.json`, `GET /healthz`, `GET /readyz` | here and `job_trace::http` |
+//! | `GET /openapi.json`, `GET /healthz`, `GET /readyz`, `GET /health`, `GET /ready` | here and `job_trace::http` |
 //! | `GET /` (status page), `GET /job-status.js` | [`routes::page`] |
 
 pub mod auth;
@@ -61,6 +61,21 @@ async fn healthz_doc() {}
 #[allow(dead_code)]
 async fn readyz_doc() {}
 
+/// The process is up: `/healthz` where Cloud Run reserves paths ending in `z`.
+#[utoipa::path(get, path = "/health", tag = "health",
+    responses((status = 200, description = "The process is up", body = Object, example = json!({"status": "ok"}))))]
+#[allow(dead_code)]
+async fn health_doc() {}
+
+/// The database answers: `/readyz` where Cloud Run reserves paths ending in `z`.
+#[utoipa::path(get, path = "/ready", tag = "health",
+    responses(
+        (status = 200, description = "The database answers", body = Object, example = json!({"status": "ready"})),
+        (status = 503, description = "The database does not answer", body = Object,
+            example = json!({"status": "unavailable", "error": "database unavailable"}))))]
+#[allow(dead_code)]
+async fn ready_doc() {}
+
 /// This document.
 #[utoipa::path(get, path = "/openapi.json", tag = "health",
     responses((status = 200, description = "The OpenAPI document of this API", body = Object)))]
@@ -74,7 +89,7 @@ async fn openapi_doc() {}
         description = "Job traces of the Mansion Watch scraper: the seed's two path styles (FastAPI `/api/v1/...` with `{\"detail\"}` errors and 422, standalone `/job/...` with `{\"error\"}` errors and 400), ETag/304, long-poll and server-sent events.",
         license(name = "MIT")
     ),
-    paths(healthz_doc, readyz_doc, openapi_doc),
+    paths(healthz_doc, readyz_doc, health_doc, ready_doc, openapi_doc),
     components(schemas(error::DetailBody, error::ValidationBody, error::ErrorBody)),
     modifiers(&BearerScheme)
 )]
