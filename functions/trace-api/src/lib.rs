@@ -61,21 +61,6 @@ async fn healthz_doc() {}
 #[allow(dead_code)]
 async fn readyz_doc() {}
 
-/// The process is up: `/healthz` where Cloud Run reserves paths ending in `z`.
-#[utoipa::path(get, path = "/health", tag = "health",
-    responses((status = 200, description = "The process is up", body = Object, example = json!({"status": "ok"}))))]
-#[allow(dead_code)]
-async fn health_doc() {}
-
-/// The database answers: `/readyz` where Cloud Run reserves paths ending in `z`.
-#[utoipa::path(get, path = "/ready", tag = "health",
-    responses(
-        (status = 200, description = "The database answers", body = Object, example = json!({"status": "ready"})),
-        (status = 503, description = "The database does not answer", body = Object,
-            example = json!({"status": "unavailable", "error": "database unavailable"}))))]
-#[allow(dead_code)]
-async fn ready_doc() {}
-
 /// This document.
 #[utoipa::path(get, path = "/openapi.json", tag = "health",
     responses((status = 200, description = "The OpenAPI document of this API", body = Object)))]
@@ -89,11 +74,29 @@ async fn openapi_doc() {}
         description = "Job traces of the Mansion Watch scraper: the seed's two path styles (FastAPI `/api/v1/...` with `{\"detail\"}` errors and 422, standalone `/job/...` with `{\"error\"}` errors and 400), ETag/304, long-poll and server-sent events.",
         license(name = "MIT")
     ),
-    paths(healthz_doc, readyz_doc, health_doc, ready_doc, openapi_doc),
+    paths(healthz_doc, readyz_doc, openapi_doc),
     components(schemas(error::DetailBody, error::ValidationBody, error::ErrorBody)),
-    modifiers(&BearerScheme)
+    modifiers(&BearerScheme, &HealthAliases)
 )]
 struct ApiDoc;
+
+/// `/health` and `/ready` answer as `/healthz` and `/readyz` do (Cloud Run reserves paths
+/// ending in `z`): the same operations under their own ids.
+struct HealthAliases;
+
+impl utoipa::Modify for HealthAliases {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for (alias, of) in [("/health", "/healthz"), ("/ready", "/readyz")] {
+            let Some(mut item) = openapi.paths.paths.get(of).cloned() else {
+                continue;
+            };
+            if let Some(get) = item.get.as_mut() {
+                get.operation_id = Some(format!("{}_doc", alias.trim_start_matches('/')));
+            }
+            openapi.paths.paths.insert(alias.into(), item);
+        }
+    }
+}
 
 struct BearerScheme;
 
