@@ -188,6 +188,7 @@ async fn the_document_describes_every_route_parameter_and_error_body() {
     ] {
         assert!(fields.contains(field), "{field}");
     }
+    assert_eq!(schemas["JobTrace"]["example"]["message_id"], "1234567890");
     assert_eq!(
         document["components"]["securitySchemes"]["bearer"]["scheme"],
         "bearer"

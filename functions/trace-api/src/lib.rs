@@ -36,7 +36,7 @@ use job_trace::http::health_routes;
 use job_trace::TraceStore;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::OpenApi;
+use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -117,9 +117,11 @@ impl utoipa::Modify for BearerScheme {
     }
 }
 
-/// The OpenAPI document, generated from the handlers' annotations.
+/// The OpenAPI document, generated from the handlers' annotations and the model.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    api_router().split_for_parts().1
+    let mut document = api_router().split_for_parts().1;
+    routes::docs::TraceExample.modify(&mut document);
+    document
 }
 
 fn api_router() -> OpenApiRouter<AppState> {
@@ -198,8 +200,8 @@ async fn log_requests(request: Request, next: Next) -> Response {
 /// The whole HTTP surface of the function.
 pub fn app(store: TraceStore, config: ApiConfig) -> Router {
     let state = AppState::new(store.clone(), &config);
-    let (api, openapi) = api_router().with_state(state).split_for_parts();
-    let document: Arc<[u8]> = serde_json::to_vec(&openapi)
+    let (api, _) = api_router().with_state(state).split_for_parts();
+    let document: Arc<[u8]> = serde_json::to_vec(&openapi())
         .expect("the OpenAPI document serializes")
         .into();
     let serve_document = get(move || {

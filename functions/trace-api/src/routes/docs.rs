@@ -9,7 +9,8 @@ use job_trace::ids::MAX_ID_BYTES;
 use job_trace::model::{JobType, TraceView};
 use serde_json::json;
 use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
-use utoipa::openapi::{ObjectBuilder, Required, Type};
+use utoipa::openapi::schema::Schema;
+use utoipa::openapi::{ObjectBuilder, RefOr, Required, Type};
 use utoipa::{IntoParams, IntoResponses, ToSchema};
 
 use crate::error::{DetailBody, ErrorBody, ValidationBody};
@@ -120,6 +121,35 @@ pub enum StandaloneErrors {
     /// Database unavailable
     #[response(status = 503)]
     Unavailable(ErrorBody),
+}
+
+/// What the model's doc comments do not say of `JobTrace`: an example. Applied to the
+/// whole document, since the model's schemas join it only with the routes.
+pub struct TraceExample;
+
+impl utoipa::Modify for TraceExample {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let trace = openapi
+            .components
+            .as_mut()
+            .and_then(|components| components.schemas.get_mut("JobTrace"));
+        if let Some(RefOr::T(Schema::AllOf(trace))) = trace {
+            trace.example = Some(json!({
+                "id": "64a5b2e1a2b3c4d5e6f7a8b9",
+                "message_id": "1234567890",
+                "status": "success",
+                "url": "https://suumo.jp/ms/chuko/tokyo/sc_shinjuku/nc_98142765/",
+                "line_user_id": "U1234567890abcdef",
+                "check_only": false,
+                "created_at": "2023-06-01T12:34:56.789Z",
+                "updated_at": "2023-06-01T12:35:42.123Z",
+                "started_at": "2023-06-01T12:35:01.456Z",
+                "completed_at": "2023-06-01T12:35:42.123Z",
+                "error": null,
+                "result": {"status": "success"}
+            }));
+        }
+    }
 }
 
 /// One server-sent event of the events route: `event: status`, `id` = the trace's ETag,
