@@ -23,12 +23,7 @@ const CHANNEL_SECRET: &str = "test-channel-secret-not-a-real-one";
 const API_TOKEN: &str = "test-token-0123456789abcdef";
 
 fn config(vars: &[(&str, &str)]) -> ApiConfig {
-    ApiConfig::from_vars(
-        vars.iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect::<Vec<_>>(),
-    )
-    .expect("valid configuration")
+    ApiConfig::from_vars(vars.iter().copied()).expect("valid configuration")
 }
 
 fn now() -> i64 {

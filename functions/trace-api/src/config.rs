@@ -170,10 +170,10 @@ impl ApiConfig {
     }
 
     /// Reads and checks the section from the given variables (tests pass their own).
-    pub fn from_vars(
-        vars: impl IntoIterator<Item = (String, String)>,
+    pub fn from_vars<K: Into<String>, V: Into<String>>(
+        vars: impl IntoIterator<Item = (K, V)>,
     ) -> Result<Self, ConfigError> {
-        let raw: RawApiConfig = from_iter(vars)?;
+        let raw: RawApiConfig = from_iter(vars.into_iter().map(|(k, v)| (k.into(), v.into())))?;
         let origins = parse_origins(&raw.cors_allowed_origins)?;
         let mode = match raw.api_auth.as_deref().map(str::trim).unwrap_or("none") {
             "" | "none" => AuthMode::None,
@@ -255,11 +255,8 @@ impl ApiConfig {
 mod tests {
     use super::*;
 
-    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+    fn vars<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Iterator<Item = (&'a str, &'a str)> {
+        pairs.iter().copied()
     }
 
     #[test]
