@@ -4,43 +4,38 @@ SHELL := bash
 TARGET_DIR := $(abspath $(or $(CARGO_TARGET_DIR),target))
 .DEFAULT_GOAL := help
 
-.PHONY: help test lint venv run stop build demo convergence-long
+.PHONY: help test lint venv browser build run stop demo convergence-long fuzz bench chaos
 
-help:
-	@echo "make run    - run trace-writer and trace-api locally on an embedded SecantusDB"
-	@echo "make stop   - stop what make run started"
-	@echo "make demo   - (with make run up) enqueue jobs, play a worker, watch them converge"
-	@echo "make test   - formatting, clippy and every test on real servers"
-	@echo "make convergence-long - the convergence tests with 100,000 histories, in memory and through the database"
+# Every target carries its one line of help after `##`; `make help` lists them in order.
+help: ## this list
+	@awk -F':.*## ' '/^[a-z-]+:.*## / { printf "make %-17s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
 
-venv:
+venv: ## install the pinned SecantusDB into .venv (the tests and make run need it)
 	@bash scripts/ensure-venv.sh
 
-lint:
+lint: ## cargo fmt --check and clippy with warnings as errors
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 
-test: lint venv browser
+test: lint venv browser ## formatting, clippy and every test on real servers
 	cargo test --workspace --locked
 
-# Debian's chromium and playwright-core for the status page's browser test.
-.PHONY: browser
-browser:
+browser: ## Debian's chromium and playwright-core for the status page's browser test
 	@bash scripts/ensure-browser.sh
 
-build:
+build: ## build trace-writer, trace-api and jobtrace (debug)
 	cargo build --locked -p trace-writer -p trace-api -p jobtrace
 
-run: venv build
+run: venv build ## run trace-writer and trace-api locally on an embedded SecantusDB
 	@bash scripts/run-local.sh
 
-stop:
+stop: ## stop what make run started
 	@bash scripts/run-local.sh stop
 
-demo: build
+demo: build ## (with make run up) enqueue jobs, play a worker, watch them converge
 	@target/debug/jobtrace demo
 
-convergence-long: venv
+convergence-long: venv ## the convergence tests with 100,000 histories, in memory and in the database
 	JOBTRACE_PURE_HISTORIES=100000 cargo test --release --locked -p job-trace-tests --test convergence -- --nocapture
 	@bash bench/ensure-tools.sh
 	JOBTRACE_DATABASE=rust JOBTRACE_HISTORIES=100000 \
@@ -49,10 +44,9 @@ convergence-long: venv
 # Both fuzz targets (fuzz/, outside the workspace): first the regression inputs, then
 # FUZZ_RUNS fresh inputs each from the committed corpus (new finds go to fuzz/target).
 # cargo-fuzz passes nightly-only flags; RUSTC_BOOTSTRAP lets the stable toolchain take them.
-.PHONY: fuzz
 FUZZ_RUNS ?= 1000000
 FUZZ_TARGETS ?= push_decode api_params
-fuzz:
+fuzz: ## both fuzz targets: the regression inputs, then FUZZ_RUNS fresh inputs each
 	@command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 	cd fuzz && for target in $(FUZZ_TARGETS); do \
 	  if compgen -G "regressions/$$target/*" >/dev/null; then \
@@ -66,8 +60,7 @@ fuzz:
 # Throughput, latency, CPU and memory of both functions against their own SecantusDB,
 # beside the database's own ceiling; prints a table and writes bench/results.json.
 # BENCH_QUICK=1 make bench: one short run on a small data set.
-.PHONY: bench
-bench: venv
+bench: venv ## throughput, latency, CPU and memory of both functions (BENCH_QUICK=1: short)
 	@bash bench/ensure-tools.sh
 	cargo build --release --locked -p trace-writer -p trace-api -p job-trace-bench
 	"$(TARGET_DIR)/release/bench"
@@ -76,8 +69,7 @@ bench: venv
 # database is SIGKILLed twice and the writer SIGTERMed once (tests/tests/chaos.rs).
 # Not part of `make test`: the test is #[ignore]d there. JOBTRACE_STORE_WRITE=cas runs
 # it against the cas write strategy (default pipeline); JOBTRACE_CHAOS_JOBS=N shortens it.
-.PHONY: chaos
-chaos: venv
+chaos: venv ## 10,000 jobs through the emulator while the database and writer are killed
 	cargo build --release --locked -p trace-writer
 	JOBTRACE_WRITER_BIN="$(TARGET_DIR)/release/trace-writer" \
 	  cargo test --locked -p job-trace-tests --test chaos -- --ignored --nocapture

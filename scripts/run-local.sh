@@ -94,13 +94,7 @@ if [ "$with_pubsub" = 1 ]; then
   wait_for pubsub "$PUBSUB_PORT" 90
   # The emulator numbers messages from 1 at every start, but the traces in .run/data stay:
   # its ids are moved past the largest one stored, so that no new job takes an old id.
-  highest=$("$root/.venv/bin/python" - "$MONGO_URI" <<'PY'
-import sys, pymongo
-traces = pymongo.MongoClient(sys.argv[1], serverSelectionTimeoutMS=5000)["mansion_watch"]["job_traces"]
-ids = (t.get("message_id") for t in traces.find({}, {"message_id": 1, "_id": 0}))
-print(max((int(i) for i in ids if isinstance(i, str) and i.isdigit() and len(i) < 19), default=0))
-PY
-)
+  highest=$("$bin/jobtrace" highest-id) || { stop; exit 1; }
   if ! "$bin/jobtrace" --emulator "127.0.0.1:$PUBSUB_PORT" --project demo \
       provision --push-to "http://127.0.0.1:$WRITER_PORT" --ids-past "$highest" \
       >"$run/logs/provision.log" 2>&1; then

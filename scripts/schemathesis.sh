@@ -9,29 +9,15 @@
 # The test `api_fuzz` (tests/tests/api_fuzz.rs) starts trace-api on a free loopback port
 # over a real SecantusDB with seeded traces and runs this script against it; that is how
 # `make test` runs it. Schemathesis lives in the project-local virtualenv
-# .venv-schemathesis, pinned, installed once (a lock serialises concurrent installs).
+# .venv-schemathesis, pinned, installed once by scripts/ensure-venv.sh.
 # The run is bounded: examples per operation, request timeout, and a hard wall-clock cap.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="$root/.venv-schemathesis"
 pins=("schemathesis==4.32.5" "openapi-spec-validator==0.9.0")
-marker="$venv/.installed-${pins[0]}-${pins[1]}"
 
 install() {
-  [ -f "$marker" ] && return 0
-  mkdir -p "$root/target"
-  exec 8>"$root/target/.venv-schemathesis.lock"
-  flock 8
-  [ -f "$marker" ] && return 0
-  local python="${PYTHON:-python3}"
-  if ! command -v "$python" >/dev/null 2>&1; then
-    echo "schemathesis.sh: $python not found; install Python 3.10 or newer" >&2
-    return 1
-  fi
-  echo "schemathesis.sh: installing ${pins[*]} into $venv" >&2
-  [ -x "$venv/bin/pip" ] || "$python" -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check "${pins[@]}" >&2
-  touch "$marker"
+  bash "$root/scripts/ensure-venv.sh" "$(basename "$venv")" "${pins[@]}"
 }
 
 if [ "${1:-}" = "" ]; then

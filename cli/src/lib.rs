@@ -6,6 +6,7 @@ pub mod check_backend;
 pub mod demo;
 pub mod messages;
 pub mod migrate;
+pub mod stored;
 pub mod topology;
 pub mod transport;
 pub mod watch;

@@ -120,6 +120,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print the largest numeric message_id stored (MONGO_URI, MONGO_DATABASE), 0 if none.
+    HighestId,
     /// Enqueue a few jobs, play the worker, and show their traces converge.
     Demo {
         /// The LINE user of the demo's jobs (default: a new one).
@@ -283,6 +285,10 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
             } else {
                 ExitCode::FAILURE
             })
+        Command::HighestId => {
+            let config = job_trace::config::DatabaseConfig::from_env().map_err(Failure::of)?;
+            println!("{}", jobtrace::stored::highest_id(&config).await?);
+            Ok(ExitCode::SUCCESS)
         }
         Command::Demo { user, pace_ms } => {
             let sink = connect(choice).await?;

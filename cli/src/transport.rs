@@ -4,14 +4,14 @@
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use base64::Engine;
+use chrono::Utc;
 use google_cloud_auth::credentials::anonymous;
 use google_cloud_gax::error::rpc::Code;
 use google_cloud_pubsub::client::{Publisher, SubscriptionAdmin, TopicAdmin};
 use google_cloud_pubsub::model::{DeadLetterPolicy, ExpirationPolicy, Message, PushConfig};
-use serde_json::{json, Value};
+use job_trace::push::encode::{PushMessage, EVENT_ATTRIBUTE};
+use serde_json::Value;
 
-use crate::messages::now;
 use crate::topology::{self, PushSubscription};
 use crate::Failure;
 
@@ -168,7 +168,7 @@ impl Sink {
             Sink::PubSub { events, target, .. } => {
                 let message = Message::new()
                     .set_data(payload.to_string())
-                    .set_attributes([("trace_event", "status")])
+                    .set_attributes([EVENT_ATTRIBUTE])
                     .set_ordering_key(message_id);
                 publish(events, message, target, topology::EVENTS_TOPIC)
                     .await
@@ -233,28 +233,19 @@ fn local_message_id() -> String {
     micros.to_string()
 }
 
-/// The wrapped body Pub/Sub pushes.
+/// The wrapped body Pub/Sub pushes: a job message, or with `event_of` a status event of
+/// that job.
 fn push_body(
     message_id: &str,
     payload: &Value,
-    ordering_key: Option<&str>,
+    event_of: Option<&str>,
     subscription: &str,
 ) -> Value {
-    let data = base64::engine::general_purpose::STANDARD.encode(payload.to_string());
-    let mut message = json!({
-        "data": data,
-        "messageId": message_id,
-        "publishTime": now(),
-        "attributes": {},
-    });
-    if let Some(key) = ordering_key {
-        message["attributes"] = json!({"trace_event": "status"});
-        message["orderingKey"] = json!(key);
+    let mut message = PushMessage::new(message_id, payload.to_string(), Utc::now());
+    if let Some(job) = event_of {
+        message = message.status_event(job);
     }
-    json!({
-        "message": message,
-        "subscription": format!("projects/local/subscriptions/{subscription}"),
-    })
+    message.wrapped(&format!("projects/local/subscriptions/{subscription}"))
 }
 
 async fn post(http: &reqwest::Client, writer: &str, body: Value) -> Result<(), Failure> {
@@ -434,6 +425,8 @@ fn outcome(
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     fn choice(writer: Option<&str>, emulator: Option<&str>, project: Option<&str>) -> TargetChoice {

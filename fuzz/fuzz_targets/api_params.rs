@@ -10,7 +10,6 @@
 #![no_main]
 
 use arbitrary::Arbitrary;
-use axum::response::IntoResponse;
 use job_trace::ids::MAX_ID_BYTES;
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
@@ -64,8 +63,8 @@ fn valid_id(raw: &str) -> bool {
     !raw.trim().is_empty() && raw.len() <= MAX_ID_BYTES && !raw.chars().any(char::is_control)
 }
 
-fn body_of(error: ApiError) -> (u16, Value) {
-    let response = error.into_response();
+fn body_of(error: ApiError, style: Style) -> (u16, Value) {
+    let response = error.render(style);
     let status = response.status().as_u16();
     let bytes = futures::executor::block_on(axum::body::to_bytes(response.into_body(), 1 << 20))
         .expect("an error body");
@@ -76,7 +75,7 @@ fn body_of(error: ApiError) -> (u16, Value) {
 }
 
 fn check_rendering(errors: &[FieldError]) {
-    let (status, value) = body_of(ApiError::invalid(Style::FastApi, errors.to_vec()));
+    let (status, value) = body_of(ApiError::Invalid(errors.to_vec()), Style::FastApi);
     assert_eq!(status, 422);
     let detail = value["detail"].as_array().expect("detail is a list");
     assert_eq!(detail.len(), errors.len());
@@ -91,7 +90,7 @@ fn check_rendering(errors: &[FieldError]) {
             );
         }
     }
-    let (status, value) = body_of(ApiError::invalid(Style::Standalone, errors.to_vec()));
+    let (status, value) = body_of(ApiError::Invalid(errors.to_vec()), Style::Standalone);
     assert_eq!(status, 400);
     let text = value["error"].as_str().expect("error is a string");
     for error in errors {

@@ -8,6 +8,7 @@ pub mod config;
 pub mod http;
 pub mod ids;
 pub mod indexes;
+pub mod jwks;
 pub mod model;
 pub mod oidc;
 pub mod push;

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 /// Where a job stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = Status))]
 #[serde(rename_all = "snake_case")]
 pub enum JobStatus {
     Queued,
@@ -74,6 +75,7 @@ impl FromStr for JobStatus {
 
 /// What kind of scrape a job is: one property, or a batch re-check of a user's list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum JobType {
     PropertyScrape,
@@ -189,6 +191,7 @@ fn render_optional_time(time: Option<bson::DateTime>) -> Option<String> {
 
 /// The seed's status object, field for field and in the seed's order.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = JobTrace))]
 pub struct TraceView {
     /// The ObjectId as hex (never `_id`).
     pub id: Option<String>,
@@ -202,22 +205,30 @@ pub struct TraceView {
     pub started_at: Option<String>,
     pub completed_at: Option<String>,
     pub error: Option<String>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub result: Option<serde_json::Value>,
     /// Only with `?include=history`: what the seed's body does not carry.
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = TraceDetails))]
     pub details: Option<TraceDetails>,
 }
 
 /// The fields behind `?include=history`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TraceDetails {
+    #[cfg_attr(feature = "openapi", schema(required = false))]
     pub job_type: Option<JobType>,
+    #[cfg_attr(feature = "openapi", schema(required = false))]
     pub attempt: Option<i64>,
+    #[cfg_attr(feature = "openapi", schema(required = false))]
     pub expire_at: Option<String>,
+    #[cfg_attr(feature = "openapi", schema(required = false))]
     pub history: Vec<HistoryView>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = HistoryEntry))]
 pub struct HistoryView {
     pub attempt: i64,
     pub status: JobStatus,

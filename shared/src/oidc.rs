@@ -5,37 +5,22 @@
 //! `aud` the subscription's configured audience, and `email` / `email_verified` of the
 //! service account the subscription pushes as. [`PushVerifier`] checks all of it.
 //!
-//! Keys are fetched lazily (start-up never waits for the network), cached for the time
-//! the key set's `Cache-Control: max-age` allows (bounded), and fetched again when a token
-//! names an unknown `kid`, at most once per [`OidcConfig::min_refresh`], so that a flood
-//! of forged `kid`s cannot turn into a flood of fetches.
+//! The keys come from the one key cache of [`crate::jwks`].
 
-use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet};
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use axum::http::StatusCode;
+use jsonwebtoken::Algorithm;
 use serde::Deserialize;
 use serde_json::Value;
-use tokio::sync::{Mutex, RwLock};
+
+use crate::jwks::{self, KeyCache, KeyError, KeyType};
+pub use crate::jwks::{LEEWAY_SECONDS, MAX_TOKEN_BYTES};
 
 /// Where Google publishes the keys that sign its OIDC tokens.
 pub const GOOGLE_JWKS_URL: &str = "https://www.googleapis.com/oauth2/v3/certs";
 /// The two spellings of Google's issuer.
 pub const GOOGLE_ISSUERS: [&str; 2] = ["https://accounts.google.com", "accounts.google.com"];
-/// Longer `Authorization` values are refused unread.
-pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
-/// Clock skew tolerated on `exp` and `iat`, in seconds.
-pub const LEEWAY_SECONDS: u64 = 60;
-/// A key set larger than this is refused.
-const MAX_JWKS_BYTES: usize = 256 * 1024;
-const JWKS_TIMEOUT: Duration = Duration::from_secs(5);
-/// Bounds on how long a fetched key set is used before it is fetched again.
-const MIN_KEYS_TTL: Duration = Duration::from_secs(60);
-const MAX_KEYS_TTL: Duration = Duration::from_secs(24 * 3600);
-const DEFAULT_KEYS_TTL: Duration = Duration::from_secs(3600);
-/// After a failed fetch, the next attempt waits at least this long.
-const FAILED_FETCH_BACKOFF: Duration = Duration::from_secs(1);
 
 /// What a push token must say.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,11 +70,20 @@ pub enum PushAuthError {
 impl PushAuthError {
     /// 401 when the caller is not authenticated, 403 when it is but may not push, 503
     /// when we cannot tell for want of keys.
-    pub fn status(&self) -> u16 {
+    pub fn status(&self) -> StatusCode {
         match self {
-            PushAuthError::Forbidden(_) => 403,
-            PushAuthError::KeysUnavailable => 503,
-            _ => 401,
+            PushAuthError::Forbidden(_) => StatusCode::FORBIDDEN,
+            PushAuthError::KeysUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::UNAUTHORIZED,
+        }
+    }
+}
+
+impl From<KeyError> for PushAuthError {
+    fn from(error: KeyError) -> Self {
+        match error {
+            KeyError::Unknown => PushAuthError::UnknownKey,
+            KeyError::Unavailable => PushAuthError::KeysUnavailable,
         }
     }
 }
@@ -109,34 +103,11 @@ struct Claims {
     sub: Option<String>,
 }
 
-struct Keys {
-    by_kid: HashMap<String, DecodingKey>,
-    fetched: Instant,
-    ttl: Duration,
-}
-
-impl Keys {
-    fn fresh(&self) -> bool {
-        self.fetched.elapsed() < self.ttl
-    }
-}
-
-#[derive(Default)]
-struct FetchState {
-    /// The last fetch caused by an unknown `kid` (rate-limited by `min_refresh`).
-    last_kid_refresh: Option<Instant>,
-    /// The last failed fetch (the next waits [`FAILED_FETCH_BACKOFF`]).
-    last_failure: Option<Instant>,
-}
-
 /// Verifies push tokens; one per process, shared by all requests.
 pub struct PushVerifier {
     config: OidcConfig,
     allowed: Vec<String>,
-    http: reqwest::Client,
-    keys: RwLock<Option<Keys>>,
-    fetch: Mutex<FetchState>,
-    fetches: std::sync::atomic::AtomicU64,
+    keys: KeyCache,
 }
 
 impl PushVerifier {
@@ -148,16 +119,9 @@ impl PushVerifier {
             .filter(|email| !email.is_empty())
             .collect();
         PushVerifier {
+            keys: KeyCache::new(&config.jwks_url, KeyType::Rsa, config.min_refresh),
             config,
             allowed,
-            http: reqwest::Client::builder()
-                .timeout(JWKS_TIMEOUT)
-                .redirect(reqwest::redirect::Policy::limited(3))
-                .build()
-                .unwrap_or_default(),
-            keys: RwLock::new(None),
-            fetch: Mutex::new(FetchState::default()),
-            fetches: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -167,7 +131,7 @@ impl PushVerifier {
 
     /// How many times the key set has been requested (for tests and metrics).
     pub fn jwks_fetches(&self) -> u64 {
-        self.fetches.load(std::sync::atomic::Ordering::Relaxed)
+        self.keys.fetches()
     }
 
     /// Verifies the value of an `Authorization` header.
@@ -200,28 +164,21 @@ impl PushVerifier {
             return Err(PushAuthError::Algorithm(format!("{:?}", header.alg)));
         }
         let kid = header.kid.ok_or(PushAuthError::UnknownKey)?;
-        if kid.is_empty() || kid.len() > 256 {
-            return Err(PushAuthError::UnknownKey);
-        }
-        let key = self.key(&kid).await?;
+        let key = self.keys.key(&kid).await?;
 
-        let mut validation = Validation::new(Algorithm::RS256);
-        validation.set_audience(&[&self.config.audience]);
-        validation.set_issuer(&GOOGLE_ISSUERS);
-        validation.set_required_spec_claims(&["exp", "iat", "iss", "aud"]);
-        validation.leeway = LEEWAY_SECONDS;
+        let validation = jwks::validation(
+            Algorithm::RS256,
+            &self.config.audience,
+            &GOOGLE_ISSUERS,
+            &["exp", "iat", "iss", "aud"],
+        );
         let data = jsonwebtoken::decode::<Claims>(token, &key, &validation)
-            .map_err(|error| PushAuthError::Invalid(describe(&error)))?;
+            .map_err(|error| PushAuthError::Invalid(jwks::describe(&error)))?;
         let claims = data.claims;
-
-        let now = jsonwebtoken::get_current_timestamp();
-        match claims.iat {
-            Some(iat) if iat <= now + LEEWAY_SECONDS => {}
-            _ => {
-                return Err(PushAuthError::Invalid(
-                    "token is issued in the future".into(),
-                ))
-            }
+        if !claims.iat.is_some_and(jwks::issued_by_now) {
+            return Err(PushAuthError::Invalid(
+                "token is issued in the future".into(),
+            ));
         }
         let email = claims
             .email
@@ -243,120 +200,6 @@ impl PushVerifier {
             subject: claims.sub,
         })
     }
-
-    async fn cached(&self, kid: &str) -> (Option<DecodingKey>, bool) {
-        let keys = self.keys.read().await;
-        match keys.as_ref() {
-            Some(keys) => (keys.by_kid.get(kid).cloned(), keys.fresh()),
-            None => (None, false),
-        }
-    }
-
-    async fn key(&self, kid: &str) -> Result<DecodingKey, PushAuthError> {
-        if let (Some(key), true) = self.cached(kid).await {
-            return Ok(key);
-        }
-        // One fetch at a time: concurrent requests for the same new kid wait for it.
-        let mut state = self.fetch.lock().await;
-        let (known, fresh) = self.cached(kid).await;
-        if let (Some(key), true) = (&known, fresh) {
-            return Ok(key.clone());
-        }
-        if fresh {
-            // Fresh keys without this kid: a rotation, or a forged kid. Look again, but
-            // not more often than `min_refresh`.
-            if state
-                .last_kid_refresh
-                .is_some_and(|at| at.elapsed() < self.config.min_refresh)
-            {
-                return Err(PushAuthError::UnknownKey);
-            }
-            state.last_kid_refresh = Some(Instant::now());
-        } else if state
-            .last_failure
-            .is_some_and(|at| at.elapsed() < FAILED_FETCH_BACKOFF)
-        {
-            // Missing or stale keys, and the last fetch just failed: not in a tight loop.
-            return known.ok_or(PushAuthError::KeysUnavailable);
-        }
-        match self.fetch_keys().await {
-            Ok(keys) => {
-                state.last_failure = None;
-                let key = keys.by_kid.get(kid).cloned();
-                *self.keys.write().await = Some(keys);
-                key.ok_or(PushAuthError::UnknownKey)
-            }
-            Err(error) => {
-                state.last_failure = Some(Instant::now());
-                tracing::error!(%error, url = %self.config.jwks_url, "could not fetch the push token key set");
-                // Stale keys are better than none while the key set is unreachable.
-                known.ok_or(PushAuthError::KeysUnavailable)
-            }
-        }
-    }
-
-    async fn fetch_keys(&self) -> Result<Keys, String> {
-        self.fetches
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let mut response = self
-            .http
-            .get(&self.config.jwks_url)
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
-        if !response.status().is_success() {
-            return Err(format!("key set answered {}", response.status()));
-        }
-        let ttl = max_age(response.headers()).unwrap_or(DEFAULT_KEYS_TTL);
-        let mut bytes = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
-            if bytes.len() + chunk.len() > MAX_JWKS_BYTES {
-                return Err(format!("key set is larger than {MAX_JWKS_BYTES} bytes"));
-            }
-            bytes.extend_from_slice(&chunk);
-        }
-        let set: JwkSet = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
-        let by_kid = set
-            .keys
-            .iter()
-            .filter(|jwk| matches!(jwk.algorithm, AlgorithmParameters::RSA(_)))
-            .filter_map(|jwk| {
-                let kid = jwk.common.key_id.clone()?;
-                DecodingKey::from_jwk(jwk).ok().map(|key| (kid, key))
-            })
-            .collect();
-        Ok(Keys {
-            by_kid,
-            fetched: Instant::now(),
-            ttl: ttl.clamp(MIN_KEYS_TTL, MAX_KEYS_TTL),
-        })
-    }
-}
-
-fn max_age(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    let value = headers.get(reqwest::header::CACHE_CONTROL)?.to_str().ok()?;
-    value.split(',').find_map(|directive| {
-        let (name, seconds) = directive.trim().split_once('=')?;
-        name.eq_ignore_ascii_case("max-age")
-            .then(|| seconds.trim().parse::<u64>().ok())
-            .flatten()
-            .map(Duration::from_secs)
-    })
-}
-
-/// A short reason for a refused token, without echoing the token.
-fn describe(error: &jsonwebtoken::errors::Error) -> String {
-    use jsonwebtoken::errors::ErrorKind;
-    match error.kind() {
-        ErrorKind::InvalidSignature => "bad signature".into(),
-        ErrorKind::ExpiredSignature => "token has expired".into(),
-        ErrorKind::InvalidAudience => "wrong audience".into(),
-        ErrorKind::InvalidIssuer => "wrong issuer".into(),
-        ErrorKind::ImmatureSignature => "token is not valid yet".into(),
-        ErrorKind::MissingRequiredClaim(claim) => format!("token has no {claim}"),
-        ErrorKind::InvalidAlgorithm => "wrong algorithm".into(),
-        _ => "token is not valid".into(),
-    }
 }
 
 #[cfg(test)]
@@ -365,23 +208,21 @@ mod tests {
 
     #[test]
     fn statuses_separate_strangers_from_known_but_unwelcome_callers() {
-        assert_eq!(PushAuthError::Missing.status(), 401);
-        assert_eq!(PushAuthError::Invalid("x".into()).status(), 401);
-        assert_eq!(PushAuthError::EmailNotVerified.status(), 401);
-        assert_eq!(PushAuthError::Forbidden("a@b".into()).status(), 403);
-        assert_eq!(PushAuthError::KeysUnavailable.status(), 503);
-    }
-
-    #[test]
-    fn max_age_is_read_from_cache_control() {
-        let mut headers = reqwest::header::HeaderMap::new();
-        headers.insert(
-            reqwest::header::CACHE_CONTROL,
-            "public, max-age=21600, must-revalidate".parse().unwrap(),
-        );
-        assert_eq!(max_age(&headers), Some(Duration::from_secs(21600)));
-        headers.insert(reqwest::header::CACHE_CONTROL, "no-cache".parse().unwrap());
-        assert_eq!(max_age(&headers), None);
+        for (error, status) in [
+            (PushAuthError::Missing, StatusCode::UNAUTHORIZED),
+            (PushAuthError::Invalid("x".into()), StatusCode::UNAUTHORIZED),
+            (PushAuthError::EmailNotVerified, StatusCode::UNAUTHORIZED),
+            (
+                PushAuthError::Forbidden("a@b".into()),
+                StatusCode::FORBIDDEN,
+            ),
+            (
+                PushAuthError::KeysUnavailable,
+                StatusCode::SERVICE_UNAVAILABLE,
+            ),
+        ] {
+            assert_eq!(error.status(), status, "{error}");
+        }
     }
 
     #[tokio::test]
@@ -401,7 +242,11 @@ mod tests {
             b"\xff\xfe",
         ] {
             let refused = verifier.verify_header(Some(bad)).await.unwrap_err();
-            assert_eq!(refused.status(), 401, "{bad:?}: {refused}");
+            assert_eq!(
+                refused.status(),
+                StatusCode::UNAUTHORIZED,
+                "{bad:?}: {refused}"
+            );
         }
         let huge = format!("Bearer {}", "a".repeat(MAX_TOKEN_BYTES + 1));
         assert_eq!(

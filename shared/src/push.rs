@@ -16,6 +16,8 @@ use crate::ids::{IdError, LineUserId, MessageId};
 use crate::model::{JobStatus, JobType, UnknownStatus};
 use crate::rules::{Change, JobDetails, MAX_ATTEMPT};
 
+pub mod encode;
+
 /// Pub/Sub's own limit on one message's data.
 pub const MAX_MESSAGE_DATA_BYTES: usize = 10_000_000;
 /// The data, base64-encoded (4/3), plus the envelope and attributes.

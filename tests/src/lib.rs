@@ -9,6 +9,7 @@
 //! * [`legacy`]: the original system's documents and indexes, as its code wrote them.
 //! * [`pubsub`]: the Google Pub/Sub emulator and `google-cloud-pubsub` clients of it.
 //! * [`apps`]: the functions served in-process, or their binaries run as processes.
+//! * [`jwks`]: key-set endpoints for the token verifiers.
 
 pub mod apps;
 pub mod disguise;
@@ -16,6 +17,7 @@ pub mod disguise;
 pub mod hcl;
 pub mod histories;
 pub mod legacy;
+pub mod jwks;
 pub mod node;
 #[cfg(feature = "pubsub")]
 pub mod pubsub;
@@ -40,6 +42,17 @@ pub fn project_root() -> PathBuf {
         .parent()
         .expect("tests/ sits in the workspace")
         .to_path_buf()
+}
+
+/// A file of the repo's `fixtures/`.
+pub fn fixture(name: &str) -> Vec<u8> {
+    let path = project_root().join("fixtures").join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()))
+}
+
+/// A JSON file of the repo's `fixtures/`.
+pub fn fixture_json(name: &str) -> serde_json::Value {
+    serde_json::from_slice(&fixture(name)).expect("fixture JSON")
 }
 
 /// A loopback port nobody listens on right now.

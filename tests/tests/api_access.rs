@@ -4,17 +4,18 @@
 
 mod api_common;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use api_common::*;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use job_trace::jwks::{FAILED_FETCH_BACKOFF, MAX_JWKS_BYTES};
 use job_trace::model::JobType;
+use job_trace_tests::jwks::{serve_endless_jwks, serve_jwks};
 use p256::ecdsa::signature::Signer;
 use p256::ecdsa::{Signature, SigningKey};
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use trace_api::ApiConfig;
 
 const CHANNEL_ID: &str = "1657000000";
@@ -22,12 +23,7 @@ const CHANNEL_SECRET: &str = "test-channel-secret-not-a-real-one";
 const API_TOKEN: &str = "test-token-0123456789abcdef";
 
 fn config(vars: &[(&str, &str)]) -> ApiConfig {
-    ApiConfig::from_vars(
-        vars.iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect::<Vec<_>>(),
-    )
-    .expect("valid configuration")
+    ApiConfig::from_vars(vars.iter().copied()).expect("valid configuration")
 }
 
 fn now() -> i64 {
@@ -83,36 +79,6 @@ fn signing_key(seed: u8) -> SigningKey {
     let mut bytes = [seed; 32];
     bytes[0] = 1;
     SigningKey::from_slice(&bytes).unwrap()
-}
-
-/// Serves `body` as JSON to every request on a loopback port; counts the requests.
-async fn serve_jwks(body: Value) -> (String, Arc<AtomicUsize>) {
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
-        .await
-        .unwrap();
-    let url = format!(
-        "http://{}/oauth2/v2.1/certs",
-        listener.local_addr().unwrap()
-    );
-    let hits = Arc::new(AtomicUsize::new(0));
-    let counter = hits.clone();
-    let body = body.to_string();
-    tokio::spawn(async move {
-        while let Ok((mut socket, _)) = listener.accept().await {
-            counter.fetch_add(1, Ordering::SeqCst);
-            let body = body.clone();
-            tokio::spawn(async move {
-                let mut request = vec![0u8; 4096];
-                let _ = socket.read(&mut request).await;
-                let response = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = socket.write_all(response.as_bytes()).await;
-            });
-        }
-    });
-    (url, hits)
 }
 
 async fn get_as(api: &Api, path: &str, token: Option<&str>) -> (u16, Value) {
@@ -385,13 +351,13 @@ async fn line_mode_shows_a_user_only_their_own_traces() {
 #[tokio::test]
 async fn line_mode_verifies_es256_tokens_with_keys_from_the_jwks_url() {
     let key = signing_key(3);
-    let (jwks_url, hits) = serve_jwks(json!({ "keys": [jwk(&key, "line-key-1")] })).await;
+    let jwks = serve_jwks(json!({ "keys": [jwk(&key, "line-key-1")] })).await;
     let api = Api::start(
         "api_line_es256",
         config(&[
             ("API_AUTH", "line"),
             ("LINE_CHANNEL_ID", CHANNEL_ID),
-            ("LINE_JWKS_URL", &jwks_url),
+            ("LINE_JWKS_URL", &jwks.url),
         ]),
     )
     .await;
@@ -401,7 +367,7 @@ async fn line_mode_verifies_es256_tokens_with_keys_from_the_jwks_url() {
         let (status, body) = get_as(&api, "/api/v1/jobs/status/mine", Some(&alice)).await;
         assert_eq!(status, 200, "{body}");
     }
-    assert_eq!(hits.load(Ordering::SeqCst), 1, "the key set is cached");
+    assert_eq!(jwks.hits(), 1, "the key set is cached");
     let (status, _) = get_as(&api, "/api/v1/jobs/user/Ubob", Some(&alice)).await;
     assert_eq!(status, 403);
 
@@ -434,4 +400,88 @@ async fn an_unreachable_key_set_is_our_fault_not_the_users() {
     let (status, body) = get_as(&api, "/api/v1/jobs/status/mine", Some(&token)).await;
     assert_eq!(status, 503, "{body}");
     assert!(!body.to_string().contains("127.0.0.1"), "{body}");
+}
+
+fn line_es256_config(jwks_url: &str) -> ApiConfig {
+    config(&[
+        ("API_AUTH", "line"),
+        ("LINE_CHANNEL_ID", CHANNEL_ID),
+        ("LINE_JWKS_URL", jwks_url),
+    ])
+}
+
+/// Issue 16: after one failed fetch, valid tokens were answered 401 for 30 s (and the
+/// JavaScript client gives up on a 401). Keys we cannot fetch are our 503 until they
+/// come back, and they are fetched again as soon as the backoff allows.
+#[tokio::test]
+async fn a_failed_key_fetch_is_a_503_until_the_keys_are_back_never_a_401() {
+    let key = signing_key(3);
+    let jwks = serve_jwks(json!({ "keys": [jwk(&key, "line-key-1")] })).await;
+    jwks.fail(true);
+    let api = Api::start("api_line_jwks_down", line_es256_config(&jwks.url)).await;
+    two_users(&api).await;
+    let alice = es256(&claims("Ualice"), &key, "line-key-1");
+    for attempt in 0..3 {
+        let (status, body) = get_as(&api, "/api/v1/jobs/status/mine", Some(&alice)).await;
+        assert_eq!(status, 503, "attempt {attempt}: {body}");
+    }
+    assert_eq!(jwks.hits(), 1, "no fetch again within the backoff");
+    jwks.fail(false);
+    tokio::time::sleep(FAILED_FETCH_BACKOFF + Duration::from_millis(100)).await;
+    let (status, body) = get_as(&api, "/api/v1/jobs/status/mine", Some(&alice)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(jwks.hits(), 2);
+}
+
+/// Issue 16: the key set was read whole before its size was checked (a 400 MB answer
+/// took trace-api to 425 MB). The download stops as soon as it is too large.
+#[tokio::test]
+async fn an_endless_key_set_is_cut_off_as_it_streams() {
+    let (url, sent) = serve_endless_jwks().await;
+    let api = Api::start("api_line_jwks_endless", line_es256_config(&url)).await;
+    let token = es256(&claims("Ualice"), &signing_key(3), "line-key-1");
+    let started = Instant::now();
+    let (status, body) = get_as(&api, "/api/v1/jobs/status/mine", Some(&token)).await;
+    assert_eq!(status, 503, "{body}");
+    // Well inside the 5 s fetch timeout: refused for its size, not timed out.
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    // What the server pushed into the connection: the bound plus what loopback socket
+    // buffers hold, far from the gigabytes a whole read would take in that time.
+    let sent = sent.load(Ordering::Relaxed);
+    assert!(sent >= MAX_JWKS_BYTES as u64, "sent only {sent} bytes");
+    assert!(sent < 64 * 1024 * 1024, "sent {sent} bytes");
+}
+
+/// Issue 16: `nbf` and `iat` were not checked. Both are held to the same clock skew
+/// as `exp`.
+#[tokio::test]
+async fn a_token_not_valid_yet_is_refused() {
+    let api = Api::start(
+        "api_line_nbf",
+        config(&[
+            ("API_AUTH", "line"),
+            ("LINE_CHANNEL_ID", CHANNEL_ID),
+            ("LINE_CHANNEL_SECRET", CHANNEL_SECRET),
+        ]),
+    )
+    .await;
+    two_users(&api).await;
+    let with = |field: &str, value: i64| {
+        let mut claims = claims("Ualice");
+        claims[field] = json!(value);
+        hs256(&claims, CHANNEL_SECRET)
+    };
+    for (what, token, expected) in [
+        ("nbf within the skew", with("nbf", now() + 20), 200),
+        ("iat within the skew", with("iat", now() + 20), 200),
+        ("nbf an hour ahead", with("nbf", now() + 3600), 401),
+        ("iat an hour ahead", with("iat", now() + 3600), 401),
+    ] {
+        let (status, body) = get_as(&api, "/api/v1/jobs/status/mine", Some(&token)).await;
+        assert_eq!(status, expected, "{what}: {body}");
+    }
 }

@@ -6,6 +6,7 @@ mod api_common;
 
 use api_common::*;
 use job_trace::model::{JobStatus, JobType};
+use job_trace_tests::fixture_json;
 use serde_json::{json, Value};
 use trace_api::ApiConfig;
 
@@ -436,10 +437,17 @@ async fn errors_come_in_the_style_of_their_route() {
         }
     }
 
-    let (status, body) = api.json("/api/v1/nothing/here").await;
-    assert_eq!((status, body), (404, json!({"detail": "Not Found"})));
-    let (status, body) = api.json("/job/nothing").await;
-    assert_eq!((status, body), (404, json!({"error": "Not Found"})));
+    // Unknown paths: the standalone style exactly under /job, FastAPI's everywhere else.
+    for (path, body) in [
+        ("/api/v1/nothing/here", json!({"detail": "Not Found"})),
+        ("/nothing", json!({"detail": "Not Found"})),
+        ("/jobs/status", json!({"detail": "Not Found"})),
+        ("/job/nothing", json!({"error": "Not Found"})),
+        ("/job/", json!({"error": "Not Found"})),
+        ("/job", json!({"error": "Not Found"})),
+    ] {
+        assert_eq!(api.json(path).await, (404, body), "{path}");
+    }
 }
 
 #[tokio::test]

@@ -12,7 +12,7 @@ use job_trace_tests::project_root;
 use serde_json::Value;
 use trace_api::ApiConfig;
 
-const ROUTES: [&str; 8] = [
+const ROUTES: [&str; 10] = [
     "/api/v1/jobs/status/{message_id}",
     "/api/v1/jobs/status/{message_id}/events",
     "/api/v1/jobs/user/{line_user_id}",
@@ -20,6 +20,8 @@ const ROUTES: [&str; 8] = [
     "/job/user",
     "/healthz",
     "/readyz",
+    "/health",
+    "/ready",
     "/openapi.json",
 ];
 
@@ -34,6 +36,24 @@ fn parameter_names(operation: &Value, location: &str) -> BTreeSet<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// The property names of an object schema, through `allOf` and `$ref`s to `schemas`.
+fn properties(schemas: &Value, schema: &Value) -> BTreeSet<String> {
+    if let Some(name) = schema["$ref"].as_str() {
+        let name = name.rsplit('/').next().unwrap();
+        return properties(schemas, &schemas[name]);
+    }
+    let own = schema["properties"]
+        .as_object()
+        .into_iter()
+        .flat_map(|fields| fields.keys().cloned());
+    let all_of = schema["allOf"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|part| properties(schemas, part));
+    own.chain(all_of).collect()
 }
 
 fn names(list: &[&str]) -> BTreeSet<String> {
@@ -152,15 +172,23 @@ async fn the_document_describes_every_route_parameter_and_error_body() {
     ] {
         assert!(schemas[schema].is_object(), "schema {schema}");
     }
-    let fields: BTreeSet<String> = schemas["JobTrace"]["properties"]
-        .as_object()
-        .unwrap()
-        .keys()
-        .cloned()
-        .collect();
-    for field in ["id", "message_id", "status", "created_at", "result"] {
+    // JobTrace is the model's TraceView: its own fields, and (allOf) the details that
+    // `include=history` adds.
+    let fields = properties(schemas, &schemas["JobTrace"]);
+    for field in [
+        "id",
+        "message_id",
+        "status",
+        "created_at",
+        "result",
+        "job_type",
+        "attempt",
+        "expire_at",
+        "history",
+    ] {
         assert!(fields.contains(field), "{field}");
     }
+    assert_eq!(schemas["JobTrace"]["example"]["message_id"], "1234567890");
     assert_eq!(
         document["components"]["securitySchemes"]["bearer"]["scheme"],
         "bearer"

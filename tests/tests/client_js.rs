@@ -211,11 +211,8 @@ async fn refusals_unknown_jobs_aborts_and_network_errors_surface_clearly() {
         return;
     };
     let token = "js-client-token-0123456789";
-    let config = ApiConfig::from_vars(vec![
-        ("API_AUTH".to_string(), "token".to_string()),
-        ("API_TOKEN".to_string(), token.to_string()),
-    ])
-    .expect("token configuration");
+    let config = ApiConfig::from_vars([("API_AUTH", "token"), ("API_TOKEN", token)])
+        .expect("token configuration");
     let api = Api::start(test, config).await;
     let id = "js errors/1";
     let user = "Ujserrors";

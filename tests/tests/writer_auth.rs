@@ -5,14 +5,13 @@
 
 mod writer_common;
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use axum::response::IntoResponse;
 use base64::Engine;
 use job_trace::oidc::{OidcConfig, PushVerifier};
-use job_trace_tests::apps::serve;
+use job_trace_tests::jwks::serve_jwks;
 use job_trace_tests::{free_port, fresh_store};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use rsa::pkcs1::EncodeRsaPrivateKey;
@@ -114,45 +113,6 @@ fn with(mut claims: Value, field: &str, value: Value) -> Value {
     claims
 }
 
-/// A JWKS endpoint on loopback: its body can change, it can fail, and it counts hits.
-struct Jwks {
-    url: String,
-    keys: Arc<Mutex<Value>>,
-    hits: Arc<AtomicUsize>,
-    failing: Arc<AtomicBool>,
-}
-
-async fn serve_jwks(keys: Value) -> Jwks {
-    let body = Arc::new(Mutex::new(keys));
-    let hits = Arc::new(AtomicUsize::new(0));
-    let failing = Arc::new(AtomicBool::new(false));
-    let (b, h, f) = (body.clone(), hits.clone(), failing.clone());
-    let router = axum::Router::new().route(
-        "/oauth2/v3/certs",
-        axum::routing::get(move || {
-            let (b, h, f) = (b.clone(), h.clone(), f.clone());
-            async move {
-                h.fetch_add(1, Ordering::SeqCst);
-                if f.load(Ordering::SeqCst) {
-                    return (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "down").into_response();
-                }
-                (
-                    [("cache-control", "public, max-age=21600")],
-                    axum::Json(b.lock().unwrap().clone()),
-                )
-                    .into_response()
-            }
-        }),
-    );
-    let served = serve(router).await;
-    Jwks {
-        url: served.url("/oauth2/v3/certs"),
-        keys: body,
-        hits,
-        failing,
-    }
-}
-
 fn verifier(jwks_url: &str) -> Arc<PushVerifier> {
     Arc::new(PushVerifier::new(OidcConfig {
         audience: AUDIENCE.into(),
@@ -224,6 +184,20 @@ async fn a_valid_token_is_accepted_and_every_bad_one_refused_with_nothing_writte
     )
     .await;
     assert_eq!((status, written), (204, true), "expired within the leeway");
+    let (status, _, written) = push_as(
+        &writer,
+        Some(&bearer(&key.sign(&with(
+            claims(),
+            "nbf",
+            json!(now() + 20),
+        )))),
+    )
+    .await;
+    assert_eq!(
+        (status, written),
+        (204, true),
+        "not yet valid within the leeway"
+    );
 
     let hs256_with_public_key = {
         let mut header = Header::new(Algorithm::HS256);
@@ -271,6 +245,15 @@ async fn a_valid_token_is_accepted_and_every_bad_one_refused_with_nothing_writte
                 claims(),
                 "iat",
                 json!(now() + 600),
+            )))),
+            401,
+        ),
+        (
+            "not valid for another hour",
+            Some(bearer(&key.sign(&with(
+                claims(),
+                "nbf",
+                json!(now() + 3600),
             )))),
             401,
         ),

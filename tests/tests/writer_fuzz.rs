@@ -10,6 +10,7 @@ use std::sync::atomic::Ordering;
 
 use base64::Engine;
 use futures::StreamExt;
+use job_trace_tests::fixture_json;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};

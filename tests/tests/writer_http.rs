@@ -12,7 +12,7 @@ use job_trace::config::DatabaseConfig;
 use job_trace::model::{render_time, JobStatus, JobType};
 use job_trace::push::MAX_PUSH_BODY_BYTES;
 use job_trace::TraceStore;
-use job_trace_tests::{counted_store, free_port};
+use job_trace_tests::{counted_store, fixture_json, free_port};
 use serde_json::{json, Value};
 use writer_common::*;
 

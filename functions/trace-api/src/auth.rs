@@ -11,9 +11,9 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::config::Auth;
-use crate::error::{ApiError, ErrorKind, Style};
-use crate::line_auth::{LineAuthError, LineVerifier};
-use crate::AppState;
+use crate::error::ApiError;
+use crate::line_auth::LineVerifier;
+use crate::state::AppState;
 
 pub enum Authenticator {
     None,
@@ -66,8 +66,7 @@ impl FromRequestParts<AppState> for Principal {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let style = Style::of_path(parts.uri.path());
-        let refuse = |why| ApiError::new(style, ErrorKind::Unauthenticated(why));
+        let refuse = ApiError::Unauthenticated;
         let authenticator: &Arc<Authenticator> = &state.auth;
         match authenticator.as_ref() {
             Authenticator::None => Ok(Principal::Anyone),
@@ -82,17 +81,8 @@ impl FromRequestParts<AppState> for Principal {
             }
             Authenticator::Line(verifier) => {
                 let token = bearer(parts).ok_or_else(|| refuse("Not authenticated"))?;
-                match verifier.verify(token).await {
-                    Ok(claims) => Ok(Principal::User(claims.sub)),
-                    Err(LineAuthError::KeysUnavailable) => Err(ApiError::new(
-                        style,
-                        ErrorKind::Unavailable("LINE key set unavailable".into()),
-                    )),
-                    Err(error) => {
-                        tracing::info!(%error, "LINE ID token refused");
-                        Err(refuse("Invalid token"))
-                    }
-                }
+                let claims = verifier.verify(token).await?;
+                Ok(Principal::User(claims.sub))
             }
         }
     }

@@ -170,10 +170,10 @@ impl ApiConfig {
     }
 
     /// Reads and checks the section from the given variables (tests pass their own).
-    pub fn from_vars(
-        vars: impl IntoIterator<Item = (String, String)>,
+    pub fn from_vars<K: Into<String>, V: Into<String>>(
+        vars: impl IntoIterator<Item = (K, V)>,
     ) -> Result<Self, ConfigError> {
-        let raw: RawApiConfig = from_iter(vars)?;
+        let raw: RawApiConfig = from_iter(vars.into_iter().map(|(k, v)| (k.into(), v.into())))?;
         let origins = parse_origins(&raw.cors_allowed_origins)?;
         let mode = match raw.api_auth.as_deref().map(str::trim).unwrap_or("none") {
             "" | "none" => AuthMode::None,
@@ -255,11 +255,8 @@ impl ApiConfig {
 mod tests {
     use super::*;
 
-    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+    fn vars<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Iterator<Item = (&'a str, &'a str)> {
+        pairs.iter().copied()
     }
 
     #[test]
@@ -297,26 +294,22 @@ mod tests {
 
     #[test]
     fn each_auth_mode_needs_its_settings() {
-        let error = ApiConfig::from_vars(vars(&[("API_AUTH", "token")]))
-            .err()
-            .unwrap();
-        assert!(error.to_string().contains("API_TOKEN"), "{error}");
-        let error = ApiConfig::from_vars(vars(&[("API_AUTH", "token"), ("API_TOKEN", "short")]))
-            .err()
-            .unwrap();
-        assert!(error.to_string().contains("at least 16"), "{error}");
-        let error = ApiConfig::from_vars(vars(&[("API_AUTH", "line")]))
-            .err()
-            .unwrap();
-        assert!(error.to_string().contains("LINE_CHANNEL_ID"), "{error}");
-        let error = ApiConfig::from_vars(vars(&[("API_AUTH", "line"), ("LINE_CHANNEL_ID", "1")]))
-            .err()
-            .unwrap();
-        assert!(error.to_string().contains("LINE_CHANNEL_SECRET"), "{error}");
-        let error = ApiConfig::from_vars(vars(&[("API_AUTH", "sometimes")]))
-            .err()
-            .unwrap();
-        assert!(error.to_string().contains("API_AUTH"), "{error}");
+        for (given, named) in [
+            (&[("API_AUTH", "token")][..], "API_TOKEN"),
+            (
+                &[("API_AUTH", "token"), ("API_TOKEN", "short")],
+                "at least 16",
+            ),
+            (&[("API_AUTH", "line")], "LINE_CHANNEL_ID"),
+            (
+                &[("API_AUTH", "line"), ("LINE_CHANNEL_ID", "1")],
+                "LINE_CHANNEL_SECRET",
+            ),
+            (&[("API_AUTH", "sometimes")], "API_AUTH"),
+        ] {
+            let error = ApiConfig::from_vars(vars(given)).err().unwrap();
+            assert!(error.to_string().contains(named), "{given:?}: {error}");
+        }
         let ok = ApiConfig::from_vars(vars(&[
             ("API_AUTH", "line"),
             ("LINE_CHANNEL_ID", "1657000000"),

@@ -2,9 +2,14 @@
 //! (invalid parameters 422 with a list of `{loc, msg, type, input}`) for `/api/v1/...`,
 //! and the standalone server's `{"error": ...}` (invalid parameters 400) for `/job/...`.
 //!
+//! A handler only says what went wrong ([`ApiError`]); the router a route is nested in
+//! renders it in its style ([`render`], set once per router in `lib.rs`), so no handler,
+//! extractor or fallback needs to know which of the seed's servers it imitates.
+//!
 //! A client's mistake is always 4xx with a message that says what to fix. A fault on our
 //! side is 5xx with a fixed text; the cause is logged, never sent.
 
+use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -12,24 +17,13 @@ use job_trace::store::StoreError;
 use serde::Serialize;
 use serde_json::{json, Value};
 
-/// Which of the seed's two servers a route imitates.
+/// Which of the seed's two servers a router imitates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Style {
     /// `/api/v1/...`: FastAPI.
     FastApi,
     /// `/job/...`: the standalone HTTP handler.
     Standalone,
-}
-
-impl Style {
-    /// The style of a request path.
-    pub fn of_path(path: &str) -> Style {
-        if path.starts_with("/job/") || path == "/job" {
-            Style::Standalone
-        } else {
-            Style::FastApi
-        }
-    }
 }
 
 /// Where an invalid value was: `("query", "limit")`, `("path", "message_id")`.
@@ -112,8 +106,9 @@ impl FieldError {
     }
 }
 
-#[derive(Debug)]
-pub enum ErrorKind {
+/// What went wrong, in no particular style.
+#[derive(Debug, Clone)]
+pub enum ApiError {
     /// One or more parameters are invalid or missing: 422 / 400.
     Invalid(Vec<FieldError>),
     /// No trace with this id (or none the caller may see): 404.
@@ -126,49 +121,81 @@ pub enum ErrorKind {
     Forbidden(&'static str),
     /// The database did not answer in time or at all: 503 (logged).
     Unavailable(String),
+    /// The key set that signs LINE ID tokens could not be fetched: 503 (the key cache
+    /// logs why), never the token's fault.
+    KeysUnavailable,
     /// Anything else on our side: 500 (logged).
     Internal(String),
 }
 
-/// An error response in the style of the route that produced it.
-#[derive(Debug)]
-pub struct ApiError {
-    pub style: Style,
-    pub kind: ErrorKind,
-}
-
 impl ApiError {
-    pub fn new(style: Style, kind: ErrorKind) -> Self {
-        ApiError { style, kind }
+    pub fn not_found(message_id: &str) -> Self {
+        ApiError::TraceNotFound(message_id.to_owned())
     }
 
-    pub fn invalid(style: Style, errors: Vec<FieldError>) -> Self {
-        ApiError::new(style, ErrorKind::Invalid(errors))
-    }
-
-    pub fn not_found(style: Style, message_id: &str) -> Self {
-        ApiError::new(style, ErrorKind::TraceNotFound(message_id.to_owned()))
-    }
-
-    pub fn store(style: Style, error: StoreError) -> Self {
+    pub fn store(error: StoreError) -> Self {
         match error {
             StoreError::Timeout(_) | StoreError::Database(_) => {
-                ApiError::new(style, ErrorKind::Unavailable(error.to_string()))
+                ApiError::Unavailable(error.to_string())
             }
-            StoreError::Corrupt(_) => ApiError::new(style, ErrorKind::Internal(error.to_string())),
+            StoreError::Corrupt(_) => ApiError::Internal(error.to_string()),
         }
     }
 
-    pub fn status(&self) -> StatusCode {
-        match (&self.kind, self.style) {
-            (ErrorKind::Invalid(_), Style::FastApi) => StatusCode::UNPROCESSABLE_ENTITY,
-            (ErrorKind::Invalid(_), Style::Standalone) => StatusCode::BAD_REQUEST,
-            (ErrorKind::TraceNotFound(_) | ErrorKind::RouteNotFound, _) => StatusCode::NOT_FOUND,
-            (ErrorKind::Unauthenticated(_), _) => StatusCode::UNAUTHORIZED,
-            (ErrorKind::Forbidden(_), _) => StatusCode::FORBIDDEN,
-            (ErrorKind::Unavailable(_), _) => StatusCode::SERVICE_UNAVAILABLE,
-            (ErrorKind::Internal(_), _) => StatusCode::INTERNAL_SERVER_ERROR,
+    pub fn status(&self, style: Style) -> StatusCode {
+        match (self, style) {
+            (ApiError::Invalid(_), Style::FastApi) => StatusCode::UNPROCESSABLE_ENTITY,
+            (ApiError::Invalid(_), Style::Standalone) => StatusCode::BAD_REQUEST,
+            (ApiError::TraceNotFound(_) | ApiError::RouteNotFound, _) => StatusCode::NOT_FOUND,
+            (ApiError::Unauthenticated(_), _) => StatusCode::UNAUTHORIZED,
+            (ApiError::Forbidden(_), _) => StatusCode::FORBIDDEN,
+            (ApiError::Unavailable(_) | ApiError::KeysUnavailable, _) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            (ApiError::Internal(_), _) => StatusCode::INTERNAL_SERVER_ERROR,
         }
+    }
+
+    /// The response in `style`. Causes of faults are not in it (they are logged where
+    /// the error becomes a response).
+    pub fn render(&self, style: Style) -> Response {
+        let detail: Value = match self {
+            ApiError::Invalid(errors) => match style {
+                Style::FastApi => Value::Array(errors.iter().map(FieldError::fastapi).collect()),
+                Style::Standalone => Value::String(
+                    errors
+                        .iter()
+                        .map(FieldError::standalone)
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                ),
+            },
+            ApiError::TraceNotFound(id) => {
+                Value::String(format!("Job trace not found for message ID: {id}"))
+            }
+            ApiError::RouteNotFound => Value::String("Not Found".into()),
+            ApiError::Unauthenticated(why) | ApiError::Forbidden(why) => {
+                Value::String((*why).into())
+            }
+            ApiError::Unavailable(_) | ApiError::KeysUnavailable => {
+                Value::String("Service temporarily unavailable; try again".into())
+            }
+            ApiError::Internal(_) => Value::String("Internal server error".into()),
+        };
+        let body = match style {
+            Style::FastApi => json!({ "detail": detail }),
+            Style::Standalone => json!({ "error": detail }),
+        };
+        let mut response = (self.status(style), Json(body)).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        if matches!(self, ApiError::Unauthenticated(_)) {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if matches!(self, ApiError::Unavailable(_) | ApiError::KeysUnavailable) {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
     }
 }
 
@@ -206,50 +233,28 @@ pub struct ErrorBody {
     pub error: String,
 }
 
+/// Logs a fault's cause and hands the error on to the router's [`render`] layer in the
+/// response's extensions; the FastAPI rendering stands until then, so an error outside any
+/// styled router is still a complete answer.
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = self.status();
-        let detail: Value = match &self.kind {
-            ErrorKind::Invalid(errors) => match self.style {
-                Style::FastApi => Value::Array(errors.iter().map(FieldError::fastapi).collect()),
-                Style::Standalone => Value::String(
-                    errors
-                        .iter()
-                        .map(FieldError::standalone)
-                        .collect::<Vec<_>>()
-                        .join("; "),
-                ),
-            },
-            ErrorKind::TraceNotFound(id) => {
-                Value::String(format!("Job trace not found for message ID: {id}"))
-            }
-            ErrorKind::RouteNotFound => Value::String("Not Found".into()),
-            ErrorKind::Unauthenticated(why) | ErrorKind::Forbidden(why) => {
-                Value::String((*why).into())
-            }
-            ErrorKind::Unavailable(cause) => {
-                tracing::warn!(error = %cause, "database unavailable");
-                Value::String("Service temporarily unavailable; try again".into())
-            }
-            ErrorKind::Internal(cause) => {
-                tracing::error!(error = %cause, "internal error");
-                Value::String("Internal server error".into())
-            }
-        };
-        let body = match self.style {
-            Style::FastApi => json!({ "detail": detail }),
-            Style::Standalone => json!({ "error": detail }),
-        };
-        let mut response = (status, Json(body)).into_response();
-        let headers = response.headers_mut();
-        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-        if matches!(self.kind, ErrorKind::Unauthenticated(_)) {
-            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        match &self {
+            ApiError::Unavailable(cause) => tracing::warn!(error = %cause, "database unavailable"),
+            ApiError::Internal(cause) => tracing::error!(error = %cause, "internal error"),
+            _ => {}
         }
-        if matches!(self.kind, ErrorKind::Unavailable(_)) {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        }
+        let mut response = self.render(Style::FastApi);
+        response.extensions_mut().insert(self);
         response
+    }
+}
+
+/// Middleware (`map_response_with_state`) that renders every [`ApiError`] of the routes
+/// under it in `style`.
+pub async fn render(State(style): State<Style>, mut response: Response) -> Response {
+    match response.extensions_mut().remove::<ApiError>() {
+        Some(error) => error.render(style),
+        None => response,
     }
 }
 
@@ -257,8 +262,8 @@ impl IntoResponse for ApiError {
 mod tests {
     use super::*;
 
-    async fn body(error: ApiError) -> (StatusCode, Value) {
-        let response = error.into_response();
+    async fn body(error: ApiError, style: Style) -> (StatusCode, Value) {
+        let response = render(State(style), error.into_response()).await;
         let status = response.status();
         let bytes = axum::body::to_bytes(response.into_body(), 1 << 16)
             .await
@@ -275,7 +280,7 @@ mod tests {
             "Input should be greater than or equal to 1",
             Some("0"),
         )];
-        let (status, value) = body(ApiError::invalid(Style::FastApi, errors.clone())).await;
+        let (status, value) = body(ApiError::Invalid(errors.clone()), Style::FastApi).await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
         assert_eq!(
             value,
@@ -286,7 +291,7 @@ mod tests {
                 "input": "0",
             }]})
         );
-        let (status, value) = body(ApiError::invalid(Style::Standalone, errors)).await;
+        let (status, value) = body(ApiError::Invalid(errors), Style::Standalone).await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert_eq!(
             value,
@@ -296,20 +301,24 @@ mod tests {
 
     #[tokio::test]
     async fn faults_say_nothing_of_their_cause() {
-        let (status, value) = body(ApiError::new(
-            Style::FastApi,
-            ErrorKind::Internal("secret detail at 10.0.0.1".into()),
-        ))
-        .await;
-        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
-        assert!(!value.to_string().contains("secret"));
-        let (status, value) = body(ApiError::new(
-            Style::Standalone,
-            ErrorKind::Unavailable("mongodb://user:pw@host".into()),
-        ))
-        .await;
-        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-        assert!(!value.to_string().contains("pw"));
+        for (error, style, expected, secret) in [
+            (
+                ApiError::Internal("secret detail at 10.0.0.1".into()),
+                Style::FastApi,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "secret",
+            ),
+            (
+                ApiError::Unavailable("mongodb://user:pw@host".into()),
+                Style::Standalone,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "pw",
+            ),
+        ] {
+            let (status, value) = body(error, style).await;
+            assert_eq!(status, expected);
+            assert!(!value.to_string().contains(secret), "{value}");
+        }
     }
 
     #[test]

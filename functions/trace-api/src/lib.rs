@@ -1,4 +1,6 @@
-//! `trace-api` as a library, so that tests run the real app on port 0.
+//! `trace-api` as a library, so that tests run the real app on port 0. This file only
+//! assembles the app: the two routers of the seed's path styles, each rendering errors in
+//! its own style, beside health, the OpenAPI document and the status page.
 //!
 //! The read API of job traces, in both path styles of the seed:
 //!
@@ -7,7 +9,7 @@
 //! | `GET /api/v1/jobs/status/{message_id}`, `GET /job/status?message_id=` | [`routes::status`] |
 //! | `GET /api/v1/jobs/user/{line_user_id}`, `GET /job/user?line_user_id=` | [`routes::user`] |
 //! | `GET /api/v1/jobs/status/{message_id}/events` | [`routes::events`] |
-//! | `GET /openapi.json`, `GET /healthz`, `GET /readyz` | here and `job_trace::http` |
+//! | `GET /openapi.json`, `GET /healthz`, `GET /readyz`, `GET /health`, `GET /ready` | here and `job_trace::http` |
 //! | `GET /` (status page), `GET /job-status.js` | [`routes::page`] |
 
 pub mod auth;
@@ -17,6 +19,7 @@ pub mod etag;
 pub mod line_auth;
 pub mod params;
 pub mod routes;
+pub mod state;
 pub mod watch;
 
 use std::sync::Arc;
@@ -25,42 +28,23 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::extract::{MatchedPath, Request};
 use axum::http::{header, HeaderName, HeaderValue, Method};
-use axum::middleware::{self, Next};
+use axum::middleware::{self, map_response_with_state, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{any, get};
 use axum::Router;
 use job_trace::http::health_routes;
 use job_trace::TraceStore;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::OpenApi;
+use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 pub use config::ApiConfig;
+pub use state::AppState;
 
-use crate::auth::Authenticator;
 use crate::config::Origins;
-use crate::error::{ApiError, ErrorKind, Style};
-use crate::watch::Watcher;
-
-/// What every handler shares.
-#[derive(Clone)]
-pub struct AppState {
-    pub store: TraceStore,
-    pub watcher: Watcher,
-    pub auth: Arc<Authenticator>,
-}
-
-impl AppState {
-    pub fn new(store: TraceStore, config: &ApiConfig) -> Self {
-        AppState {
-            watcher: Watcher::new(store.clone(), config.change_streams, config.poll_interval),
-            auth: Arc::new(Authenticator::new(&config.auth)),
-            store,
-        }
-    }
-}
+use crate::error::{ApiError, Style};
 
 /// The process is up.
 #[utoipa::path(get, path = "/healthz", tag = "health",
@@ -92,9 +76,27 @@ async fn openapi_doc() {}
     ),
     paths(healthz_doc, readyz_doc, openapi_doc),
     components(schemas(error::DetailBody, error::ValidationBody, error::ErrorBody)),
-    modifiers(&BearerScheme)
+    modifiers(&BearerScheme, &HealthAliases)
 )]
 struct ApiDoc;
+
+/// `/health` and `/ready` answer as `/healthz` and `/readyz` do (Cloud Run reserves paths
+/// ending in `z`): the same operations under their own ids.
+struct HealthAliases;
+
+impl utoipa::Modify for HealthAliases {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for (alias, of) in [("/health", "/healthz"), ("/ready", "/readyz")] {
+            let Some(mut item) = openapi.paths.paths.get(of).cloned() else {
+                continue;
+            };
+            if let Some(get) = item.get.as_mut() {
+                get.operation_id = Some(format!("{}_doc", alias.trim_start_matches('/')));
+            }
+            openapi.paths.paths.insert(alias.into(), item);
+        }
+    }
+}
 
 struct BearerScheme;
 
@@ -115,18 +117,37 @@ impl utoipa::Modify for BearerScheme {
     }
 }
 
-/// The OpenAPI document, generated from the handlers' annotations.
+/// The OpenAPI document, generated from the handlers' annotations and the model.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    api_router().split_for_parts().1
+    let mut document = api_router().split_for_parts().1;
+    routes::docs::TraceExample.modify(&mut document);
+    document
 }
 
 fn api_router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let fastapi = OpenApiRouter::new()
         .routes(routes!(routes::status::by_path))
-        .routes(routes!(routes::status::by_query))
         .routes(routes!(routes::events::stream))
-        .routes(routes!(routes::user::by_path))
-        .routes(routes!(routes::user::by_query))
+        .routes(routes!(routes::user::by_path));
+    let standalone = OpenApiRouter::new()
+        .routes(routes!(routes::status::by_query))
+        .routes(routes!(routes::user::by_query));
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .nest("/api/v1", styled(fastapi, Style::FastApi))
+        .nest("/job", styled(standalone, Style::Standalone))
+        // `nest` leaves the prefix with a trailing slash to the router around it; it is
+        // the standalone router's root all the same.
+        .route(
+            "/job/",
+            any(route_not_found).layer(map_response_with_state(Style::Standalone, error::render)),
+        )
+}
+
+/// Everything under `router`, its unknown paths included, answers errors in `style`.
+fn styled(router: OpenApiRouter<AppState>, style: Style) -> OpenApiRouter<AppState> {
+    router
+        .fallback(route_not_found)
+        .layer(map_response_with_state(style, error::render))
 }
 
 fn cors(origins: &Origins) -> CorsLayer {
@@ -147,12 +168,9 @@ fn cors(origins: &Origins) -> CorsLayer {
         .max_age(Duration::from_secs(600))
 }
 
-/// Unknown routes: 404 in the style of the path.
-async fn fallback(request: Request) -> ApiError {
-    ApiError::new(
-        Style::of_path(request.uri().path()),
-        ErrorKind::RouteNotFound,
-    )
+/// Unknown routes: 404, in the style of the router they fell through.
+async fn route_not_found() -> ApiError {
+    ApiError::RouteNotFound
 }
 
 /// One log line per request (route template, not the ids in it), and `nosniff`.
@@ -182,8 +200,8 @@ async fn log_requests(request: Request, next: Next) -> Response {
 /// The whole HTTP surface of the function.
 pub fn app(store: TraceStore, config: ApiConfig) -> Router {
     let state = AppState::new(store.clone(), &config);
-    let (api, openapi) = api_router().with_state(state).split_for_parts();
-    let document: Arc<[u8]> = serde_json::to_vec(&openapi)
+    let (api, _) = api_router().with_state(state).split_for_parts();
+    let document: Arc<[u8]> = serde_json::to_vec(&openapi())
         .expect("the OpenAPI document serializes")
         .into();
     let serve_document = get(move || {
@@ -204,7 +222,7 @@ pub fn app(store: TraceStore, config: ApiConfig) -> Router {
         .merge(health_routes(store))
         .route("/openapi.json", serve_document)
         .merge(routes::page::router())
-        .fallback(fallback)
+        .fallback(route_not_found)
         .layer(middleware::from_fn(log_requests))
         .layer(cors(&config.origins));
     job_trace::request::with_trace_correlation(router, job_trace::request::project_from_env())

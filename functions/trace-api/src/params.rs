@@ -7,7 +7,7 @@ use job_trace::ids::IdError;
 use job_trace::model::{JobStatus, JobType};
 use job_trace::{LineUserId, MessageId};
 
-use crate::error::{FieldError, Location};
+use crate::error::{ApiError, FieldError, Location};
 
 pub const DEFAULT_LIMIT: u32 = 50;
 pub const MAX_LIMIT: u32 = 100;
@@ -219,6 +219,27 @@ impl Checks {
             Err(self.errors)
         }
     }
+
+    /// Parses the raw query and hands it to `parse`, which takes each parameter through
+    /// the checks; its value stands only when no parameter was invalid.
+    pub fn run<T>(
+        query: Option<&str>,
+        parse: impl FnOnce(&mut Checks, &Query) -> Option<T>,
+    ) -> Result<T, ApiError> {
+        let mut checks = Checks::default();
+        let query = checks.take(Query::parse(query)).unwrap_or_default();
+        let value = parse(&mut checks, &query);
+        checks.finish().map_err(ApiError::Invalid)?;
+        value.ok_or(ApiError::Invalid(Vec::new()))
+    }
+}
+
+/// The raw value of a required query parameter (the standalone routes' ids).
+pub fn required(query: Option<&str>, name: &'static str) -> Result<String, FieldError> {
+    Query::parse(query)
+        .ok()
+        .and_then(|q| q.last(name).map(str::to_owned))
+        .ok_or_else(|| FieldError::missing(Location::Query, name))
 }
 
 #[cfg(test)]

@@ -174,24 +174,18 @@ async fn receive(State(writer): State<Writer>, request: Request) -> Response {
 
 fn refuse(error: PushAuthError, line: impl Fn(&'static str, u16) -> Line<'static>) -> Response {
     let status = error.status();
-    match status {
-        403 => {
-            push_line!(warn, line("forbidden", 403), reason = %error, "push refused: caller may not push");
-            error_body(
-                StatusCode::FORBIDDEN,
-                "this service account may not push here",
-            )
+    match error {
+        PushAuthError::Forbidden(_) => {
+            push_line!(warn, line("forbidden", status.as_u16()), reason = %error, "push refused: caller may not push");
+            error_body(status, "this service account may not push here")
         }
-        503 => {
-            push_line!(error, line("keys_unavailable", 503), reason = %error, "push not verified: signing keys unavailable");
-            error_body(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "authentication temporarily unavailable",
-            )
+        PushAuthError::KeysUnavailable => {
+            push_line!(error, line("keys_unavailable", status.as_u16()), reason = %error, "push not verified: signing keys unavailable");
+            error_body(status, "authentication temporarily unavailable")
         }
         _ => {
-            push_line!(warn, line("unauthenticated", 401), reason = %error, "push refused: not authenticated");
-            let mut response = error_body(StatusCode::UNAUTHORIZED, error.to_string());
+            push_line!(warn, line("unauthenticated", status.as_u16()), reason = %error, "push refused: not authenticated");
+            let mut response = error_body(status, error.to_string());
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

@@ -7,14 +7,10 @@ use std::time::{Duration, Instant};
 
 use futures::TryStreamExt;
 use job_trace_tests::apps::Binary;
-use job_trace_tests::{free_port, project_root, unique_name, Database};
+use job_trace_tests::{fixture, free_port, unique_name, Database};
 use serde_json::Value;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_trace-writer");
-
-fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(project_root().join("fixtures").join(name)).expect("fixture")
-}
 
 fn http() -> reqwest::Client {
     reqwest::Client::builder()
@@ -23,38 +19,59 @@ fn http() -> reqwest::Client {
         .unwrap()
 }
 
+/// Asks `check` every `every` until it answers; fails with its last reason and the
+/// binary's output once `limit` has passed.
+async fn poll<T, F, Fut>(binary: &Binary, limit: Duration, every: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let start = Instant::now();
+    loop {
+        match check().await {
+            Ok(value) => return value,
+            Err(why) => assert!(
+                start.elapsed() < limit,
+                "{why} within {limit:?}; output:\n{}",
+                binary.output()
+            ),
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
 /// Polls `/healthz` until it answers 200; returns the time since exec.
 async fn first_healthz(binary: &Binary) -> Duration {
     let client = http();
-    loop {
-        if let Ok(response) = client.get(binary.url("/healthz")).send().await {
-            if response.status().as_u16() == 200 {
-                return binary.started.elapsed();
+    poll(
+        binary,
+        Duration::from_secs(30),
+        Duration::from_millis(2),
+        || async {
+            match client.get(binary.url("/healthz")).send().await {
+                Ok(response) if response.status().as_u16() == 200 => Ok(binary.started.elapsed()),
+                _ => Err("no 200 from /healthz".to_owned()),
             }
-        }
-        assert!(
-            binary.started.elapsed() < Duration::from_secs(30),
-            "no 200 from /healthz within 30 s; output:\n{}",
-            binary.output()
-        );
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+        },
+    )
+    .await
 }
 
 /// Waits until the output has a JSON line that `matches`.
 async fn log_line(binary: &Binary, what: &str, matches: impl Fn(&Value) -> bool) -> Value {
-    let start = Instant::now();
-    loop {
-        if let Some(line) = binary.json_lines().into_iter().find(|l| matches(l)) {
-            return line;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "no log line {what}; output:\n{}",
-            binary.output()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    poll(
+        binary,
+        Duration::from_secs(10),
+        Duration::from_millis(20),
+        || async {
+            binary
+                .json_lines()
+                .into_iter()
+                .find(|l| matches(l))
+                .ok_or_else(|| format!("no log line {what}"))
+        },
+    )
+    .await
 }
 
 #[tokio::test]
@@ -228,28 +245,29 @@ async fn ensure_indexes_creates_the_index_set_at_start() {
         .into_iter()
         .map(|spec| spec.name)
         .collect();
-    let start = Instant::now();
-    loop {
-        let names: Vec<String> = match collection.list_indexes().await {
-            Ok(cursor) => cursor
-                .try_collect::<Vec<_>>()
-                .await
-                .unwrap_or_default()
-                .into_iter()
-                .filter_map(|model| model.options.and_then(|o| o.name))
-                .collect(),
-            Err(_) => Vec::new(),
-        };
-        if expected.iter().all(|name| names.contains(name)) {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "indexes {names:?}, want {expected:?}; output:\n{}",
-            binary.output()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    poll(
+        &binary,
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || async {
+            let names: Vec<String> = match collection.list_indexes().await {
+                Ok(cursor) => cursor
+                    .try_collect::<Vec<_>>()
+                    .await
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|model| model.options.and_then(|o| o.name))
+                    .collect(),
+                Err(_) => Vec::new(),
+            };
+            if expected.iter().all(|name| names.contains(name)) {
+                Ok(())
+            } else {
+                Err(format!("indexes {names:?}, want {expected:?}"))
+            }
+        },
+    )
+    .await;
 }
 
 #[tokio::test]

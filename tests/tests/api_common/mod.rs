@@ -11,7 +11,8 @@ use job_trace::model::{JobStatus, JobType};
 use job_trace::push::{decode_push, Outcome};
 use job_trace::rules::{Change, JobDetails};
 use job_trace::TraceStore;
-use job_trace_tests::{fresh_store, project_root};
+use job_trace_tests::apps::serve;
+use job_trace_tests::{fixture, fresh_store};
 use serde_json::Value;
 use trace_api::ApiConfig;
 
@@ -30,19 +31,10 @@ impl Api {
 
     /// trace-api with `config` over `store`.
     pub async fn start_on(store: TraceStore, config: ApiConfig) -> Api {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
-            .await
-            .expect("bind a loopback port");
-        let addr = listener.local_addr().unwrap();
-        let router = trace_api::app(store.clone(), config);
-        tokio::spawn(job_trace::http::serve(
-            listener,
-            router,
-            std::future::pending(),
-        ));
+        let served = serve(trace_api::app(store.clone(), config)).await;
         Api {
-            base: format!("http://{addr}"),
-            addr,
+            base: served.base,
+            addr: served.addr,
             store,
             http: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
@@ -72,14 +64,6 @@ impl Api {
             .unwrap_or_else(|e| panic!("{path_and_query}: body is not JSON ({e}): {text:?}"));
         (status, body)
     }
-}
-
-pub fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(project_root().join("fixtures").join(name)).expect("fixture")
-}
-
-pub fn fixture_json(name: &str) -> Value {
-    serde_json::from_slice(&fixture(name)).expect("fixture JSON")
 }
 
 /// The change a fixture push records.

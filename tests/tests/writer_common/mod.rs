@@ -12,9 +12,10 @@ use base64::Engine;
 use job_trace::ids::MessageId;
 use job_trace::model::TraceDocument;
 use job_trace::oidc::PushVerifier;
+use job_trace::push::encode::PushMessage;
 use job_trace::TraceStore;
 use job_trace_tests::apps::{serve, Served};
-use job_trace_tests::{fresh_store, project_root};
+use job_trace_tests::fresh_store;
 use serde_json::{json, Value};
 use trace_writer::WriterConfig;
 
@@ -144,14 +145,6 @@ impl Writer {
     }
 }
 
-pub fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(project_root().join("fixtures").join(name)).expect("fixture")
-}
-
-pub fn fixture_json(name: &str) -> Value {
-    serde_json::from_slice(&fixture(name)).expect("fixture JSON")
-}
-
 /// The wrapped push fixtures (not the CloudEvent, which has headers of its own).
 pub const PUSH_FIXTURES: [&str; 5] = [
     "push-job-message.json",
@@ -179,26 +172,27 @@ pub fn new_id() -> String {
     )
 }
 
-/// A wrapped push of `data` (raw bytes, base64-encoded here) as Pub/Sub sends it.
+/// When the test pushes were published.
+pub const PUBLISHED: &str = "2026-05-01T10:00:00.000Z";
+const SUBSCRIPTION: &str = "projects/demo/subscriptions/writer-tests";
+
+/// A message of `data` (raw bytes) published at [`PUBLISHED`].
+pub fn message(message_id: &str, data: &[u8]) -> PushMessage {
+    PushMessage::new(message_id, data, PUBLISHED.parse().expect("RFC 3339"))
+}
+
+/// A wrapped push of `data` (raw bytes, base64-encoded by the encoder) as Pub/Sub sends it.
 pub fn wrapped(message_id: &str, data: &[u8], attributes: Value) -> Value {
-    json!({
-        "message": {
-            "attributes": attributes,
-            "data": b64(data),
-            "messageId": message_id,
-            "message_id": message_id,
-            "publishTime": "2026-05-01T10:00:00.000Z",
-            "publish_time": "2026-05-01T10:00:00.000Z",
-        },
-        "subscription": "projects/demo/subscriptions/writer-tests",
-    })
+    let mut message = message(message_id, data);
+    message.attributes = serde_json::from_value(attributes).expect("string attributes");
+    message.wrapped(SUBSCRIPTION)
 }
 
 /// A job message push for a new job; returns the job's id and the body.
 pub fn job_push(url: Option<&str>) -> (String, Value) {
     let id = new_id();
     let mut data = json!({
-        "timestamp": "2026-05-01T10:00:00.000Z",
+        "timestamp": PUBLISHED,
         "line_user_id": "U1234567890abcdef",
         "check_only": url.is_none(),
     });
@@ -213,11 +207,9 @@ pub fn job_push(url: Option<&str>) -> (String, Value) {
 pub fn event_push(job: &str, event: Value) -> Value {
     let mut data = event;
     data["message_id"] = json!(job);
-    wrapped(
-        &new_id(),
-        data.to_string().as_bytes(),
-        json!({ "trace_event": "status" }),
-    )
+    message(&new_id(), data.to_string().as_bytes())
+        .status_event(job)
+        .wrapped(SUBSCRIPTION)
 }
 
 /// Polls `check` until it returns `Ok`, at most `limit`; returns the last error otherwise.

@@ -1,87 +1,155 @@
-//! Schemas for the OpenAPI document. The bodies themselves are rendered by
-//! `job_trace::model::TraceView`; these types describe them (the fuzzing test checks the
-//! real responses against this description).
+//! What the OpenAPI document needs beyond the model: the bodies come from
+//! `job_trace::model` itself (feature `openapi`: `TraceView` is `JobTrace`), the id
+//! parameters are built here once, and these types describe the rest (the fuzzing test
+//! checks the real responses against this description).
 
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
+use job_trace::ids::MAX_ID_BYTES;
+use job_trace::model::{JobType, TraceView};
+use serde_json::json;
+use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
+use utoipa::openapi::schema::Schema;
+use utoipa::openapi::{ObjectBuilder, RefOr, Required, Type};
+use utoipa::{IntoParams, IntoResponses, ToSchema};
 
-use utoipa::{IntoParams, ToSchema};
+use crate::error::{DetailBody, ErrorBody, ValidationBody};
 
-/// A job's status.
-#[derive(ToSchema)]
-#[schema(rename_all = "snake_case")]
-pub enum Status {
-    Queued,
-    Processing,
-    Success,
-    Failed,
-    NotFound,
+/// What `job_trace::ids` accepts: not blank, no control characters.
+const ID_PATTERN: &str = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$";
+
+/// One id parameter, as both path styles take it: in the path (URL-encoded) or the query.
+fn id_parameter(name: &str, what: &str, location: ParameterIn, example: &str) -> Parameter {
+    let encoded = if location == ParameterIn::Path {
+        "URL-encoded; "
+    } else {
+        ""
+    };
+    ParameterBuilder::new()
+        .name(name)
+        .parameter_in(location)
+        .required(Required::True)
+        .description(Some(format!(
+            "{what} ({encoded}at most {MAX_ID_BYTES} bytes of UTF-8, no control characters)"
+        )))
+        .schema(Some(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .min_length(Some(1))
+                .max_length(Some(MAX_ID_BYTES))
+                .pattern(Some(ID_PATTERN)),
+        ))
+        .example(Some(json!(example)))
+        .build()
 }
 
-/// What kind of scrape a job is.
-#[derive(ToSchema)]
-#[schema(rename_all = "snake_case")]
-pub enum JobTypeDoc {
-    PropertyScrape,
-    BatchCheck,
+macro_rules! id_parameter {
+    ($(#[$doc:meta])* $type:ident, $name:literal, $what:expr, $location:ident, $example:literal) => {
+        $(#[$doc])*
+        pub struct $type;
+
+        impl IntoParams for $type {
+            fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+                vec![id_parameter($name, $what, ParameterIn::$location, $example)]
+            }
+        }
+    };
 }
 
-/// One status change a trace knows of (`include=history` only).
-#[derive(ToSchema)]
-pub struct HistoryEntry {
-    pub attempt: i64,
-    pub status: Status,
-    /// RFC 3339 UTC with milliseconds.
-    #[schema(example = "2023-06-01T12:35:01.456Z")]
-    pub at: String,
-    pub error: Option<String>,
+const JOB_ID: &str = "The Pub/Sub messageId of the job";
+const USER_ID: &str = "The LINE user id";
+
+id_parameter!(
+    /// `{message_id}` in the path.
+    MessageIdInPath, "message_id", JOB_ID, Path, "1234567890"
+);
+id_parameter!(
+    /// `?message_id=`.
+    MessageIdInQuery, "message_id", JOB_ID, Query, "1234567890"
+);
+id_parameter!(
+    /// `{line_user_id}` in the path.
+    UserIdInPath, "line_user_id", USER_ID, Path, "U1234567890abcdef"
+);
+id_parameter!(
+    /// `?line_user_id=`.
+    UserIdInQuery, "line_user_id", USER_ID, Query, "U1234567890abcdef"
+);
+
+/// The answers of both status routes that are not errors.
+#[derive(IntoResponses)]
+// Never built: it only describes the answers.
+#[allow(clippy::large_enum_variant)]
+pub enum StatusAnswers {
+    /// The trace
+    #[response(
+        status = 200,
+        headers(
+            ("ETag" = String, description = "Changes exactly when the trace does"),
+            ("Cache-Control" = String, description = "no-cache")
+        )
+    )]
+    Trace(TraceView),
+    /// Unchanged since If-None-Match (after waiting, with wait)
+    #[response(status = 304)]
+    NotModified,
 }
 
-/// The trace of one job: the seed's status object, every field present (`null` when
-/// unknown), times in RFC 3339 UTC with milliseconds and `Z`.
-#[derive(ToSchema)]
-#[schema(example = json!({
-    "id": "64a5b2e1a2b3c4d5e6f7a8b9",
-    "message_id": "1234567890",
-    "status": "success",
-    "url": "https://suumo.jp/ms/chuko/tokyo/sc_shinjuku/nc_98142765/",
-    "line_user_id": "U1234567890abcdef",
-    "check_only": false,
-    "created_at": "2023-06-01T12:34:56.789Z",
-    "updated_at": "2023-06-01T12:35:42.123Z",
-    "started_at": "2023-06-01T12:35:01.456Z",
-    "completed_at": "2023-06-01T12:35:42.123Z",
-    "error": null,
-    "result": {"status": "success"}
-}))]
-pub struct JobTrace {
-    /// The document's ObjectId as hex.
-    pub id: Option<String>,
-    pub message_id: String,
-    pub status: Status,
-    pub url: Option<String>,
-    pub line_user_id: Option<String>,
-    pub check_only: Option<bool>,
-    pub created_at: Option<String>,
-    pub updated_at: Option<String>,
-    pub started_at: Option<String>,
-    pub completed_at: Option<String>,
-    pub error: Option<String>,
-    /// What the worker reported on success.
-    #[schema(value_type = Option<Object>)]
-    pub result: Option<BTreeMap<String, String>>,
-    /// `include=history` only.
-    #[schema(nullable)]
-    pub job_type: Option<Option<JobTypeDoc>>,
-    /// `include=history` only: the attempt of the current status.
-    #[schema(nullable)]
-    pub attempt: Option<Option<i64>>,
-    /// `include=history` only: when the database deletes the trace.
-    #[schema(nullable)]
-    pub expire_at: Option<Option<String>>,
-    /// `include=history` only.
-    pub history: Option<Vec<HistoryEntry>>,
+/// The errors every FastAPI-style (`/api/v1`) route may answer.
+#[derive(IntoResponses)]
+pub enum FastApiErrors {
+    /// Missing or invalid credentials
+    #[response(status = 401)]
+    Unauthenticated(DetailBody),
+    /// Invalid parameters
+    #[response(status = 422)]
+    Invalid(ValidationBody),
+    /// Database unavailable
+    #[response(status = 503)]
+    Unavailable(DetailBody),
+}
+
+/// The errors every standalone-style (`/job`) route may answer.
+#[derive(IntoResponses)]
+pub enum StandaloneErrors {
+    /// Missing or invalid parameters
+    #[response(status = 400)]
+    Invalid(ErrorBody),
+    /// Missing or invalid credentials
+    #[response(status = 401)]
+    Unauthenticated(ErrorBody),
+    /// Database unavailable
+    #[response(status = 503)]
+    Unavailable(ErrorBody),
+}
+
+/// What the model's doc comments do not say of `JobTrace`: an example. Applied to the
+/// whole document, since the model's schemas join it only with the routes.
+pub struct TraceExample;
+
+impl utoipa::Modify for TraceExample {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let trace = openapi
+            .components
+            .as_mut()
+            .and_then(|components| components.schemas.get_mut("JobTrace"));
+        if let Some(RefOr::T(Schema::AllOf(trace))) = trace {
+            trace.example = Some(json!({
+                "id": "64a5b2e1a2b3c4d5e6f7a8b9",
+                "message_id": "1234567890",
+                "status": "success",
+                "url": "https://suumo.jp/ms/chuko/tokyo/sc_shinjuku/nc_98142765/",
+                "line_user_id": "U1234567890abcdef",
+                "check_only": false,
+                "created_at": "2023-06-01T12:34:56.789Z",
+                "updated_at": "2023-06-01T12:35:42.123Z",
+                "started_at": "2023-06-01T12:35:01.456Z",
+                "completed_at": "2023-06-01T12:35:42.123Z",
+                "error": null,
+                "result": {"status": "success"}
+            }));
+        }
+    }
 }
 
 /// One server-sent event of the events route: `event: status`, `id` = the trace's ETag,
@@ -94,19 +162,10 @@ pub struct StatusEvent {
     pub id: String,
     /// Reconnection delay in milliseconds.
     pub retry: Option<u64>,
-    /// The trace as JSON, exactly as `GET /api/v1/jobs/status/{message_id}` renders it.
+    /// The trace as JSON (a `JobTrace`), exactly as `GET /api/v1/jobs/status/{message_id}`
+    /// renders it.
     #[schema(content_media_type = "application/json")]
     pub data: String,
-}
-
-/// A page of a user's jobs.
-#[derive(ToSchema)]
-pub struct JobList {
-    pub jobs: Vec<JobTrace>,
-    /// All the user's jobs that match the filters.
-    pub total_count: u64,
-    pub limit: u32,
-    pub skip: u64,
 }
 
 #[derive(IntoParams)]
@@ -144,7 +203,7 @@ pub struct UserQueryDoc {
     )]
     pub status: Option<String>,
     /// property_scrape or batch_check.
-    pub job_type: Option<JobTypeDoc>,
+    pub job_type: Option<JobType>,
     /// `history` adds job_type, attempt, expire_at and history to each job.
     #[param(pattern = "^history(,history)*$")]
     pub include: Option<String>,

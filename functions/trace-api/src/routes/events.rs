@@ -19,11 +19,12 @@ use job_trace::MessageId;
 use tokio::time::Instant;
 
 use crate::auth::Principal;
-use crate::error::{ApiError, Location, Style};
-use crate::params::{self, Checks, Query};
-use crate::routes::{path_value, read, Rendered};
+use crate::error::{ApiError, DetailBody, Location};
+use crate::etag;
+use crate::params::{self, Checks};
+use crate::routes::{docs, path_value, read, Rendered};
+use crate::state::AppState;
 use crate::watch::Subscription;
-use crate::{etag, AppState};
 
 pub const HEARTBEAT: Duration = Duration::from_secs(15);
 /// Below Cloud Run's default request timeout (300 s).
@@ -68,7 +69,6 @@ impl Feed {
                 .ok()?;
             let rendered = match read(
                 &self.state,
-                Style::FastApi,
                 &self.principal,
                 &self.message_id,
                 self.include_history,
@@ -78,7 +78,7 @@ impl Feed {
                 Ok(Some(rendered)) => rendered,
                 Ok(None) => return None,
                 Err(error) => {
-                    tracing::warn!(error = ?error.kind, "event stream read failed; closing it");
+                    tracing::warn!(?error, "event stream read failed; closing it");
                     return None;
                 }
             };
@@ -99,21 +99,19 @@ impl Feed {
 /// terminal status. Heartbeat comments every 15 s.
 #[utoipa::path(
     get,
-    path = "/api/v1/jobs/status/{message_id}/events",
+    path = "/jobs/status/{message_id}/events",
     tag = "jobs",
     operation_id = "stream_job_status",
     params(
-        ("message_id" = String, Path, description = "The Pub/Sub messageId of the job (URL-encoded; at most 1024 bytes of UTF-8, no control characters)", pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$", min_length = 1, max_length = 1024, example = "1234567890"),
-        crate::routes::docs::EventsQueryDoc,
+        docs::MessageIdInPath,
+        docs::EventsQueryDoc,
         ("Last-Event-ID" = Option<String>, Header, description = "The id of the last event received, to resume"),
     ),
     responses(
-        (status = 200, description = "An event stream of `status` events", content_type = "text/event-stream", body = crate::routes::docs::StatusEvent),
+        (status = 200, description = "An event stream of `status` events", content_type = "text/event-stream", body = docs::StatusEvent),
         (status = 204, description = "Last-Event-ID is the trace's final state: nothing more will come"),
-        (status = 401, description = "Missing or invalid credentials", body = crate::error::DetailBody),
-        (status = 404, description = "No such trace (or another user's)", body = crate::error::DetailBody),
-        (status = 422, description = "Invalid parameters", body = crate::error::ValidationBody),
-        (status = 503, description = "Database unavailable", body = crate::error::DetailBody),
+        docs::FastApiErrors,
+        (status = 404, description = "No such trace (or another user's)", body = DetailBody),
     ),
     security((), ("bearer" = []))
 )]
@@ -124,31 +122,23 @@ pub async fn stream(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let style = Style::FastApi;
-    let mut checks = Checks::default();
-    let parsed = checks
-        .take(Query::parse(query.as_deref()))
-        .unwrap_or_default();
-    let message_id = checks.take(
-        path_value("message_id", path)
-            .and_then(|raw| params::message_id(Location::Path, Some(&raw))),
-    );
-    let include_history = checks.take(params::include_history(&parsed));
-    checks
-        .finish()
-        .map_err(|errors| ApiError::invalid(style, errors))?;
-    let (Some(message_id), Some(include_history)) = (message_id, include_history) else {
-        return Err(ApiError::invalid(style, Vec::new()));
-    };
+    let (message_id, include_history) = Checks::run(query.as_deref(), |checks, query| {
+        let message_id = checks.take(
+            path_value("message_id", path)
+                .and_then(|raw| params::message_id(Location::Path, Some(&raw))),
+        );
+        let include_history = checks.take(params::include_history(query));
+        Some((message_id?, include_history?))
+    })?;
     let last_event_id = headers
         .get("last-event-id")
         .and_then(|value| value.to_str().ok())
         .map(str::to_owned);
 
     let subscription = state.watcher.subscribe(message_id.as_str());
-    let rendered = read(&state, style, &principal, &message_id, include_history)
+    let rendered = read(&state, &principal, &message_id, include_history)
         .await?
-        .ok_or_else(|| ApiError::not_found(style, message_id.as_str()))?;
+        .ok_or_else(|| ApiError::not_found(message_id.as_str()))?;
     let resumed = last_event_id
         .as_deref()
         .is_some_and(|last| etag::same_event(last, &rendered.etag));

@@ -16,8 +16,9 @@ use job_trace::model::TraceDocument;
 use job_trace::MessageId;
 
 use crate::auth::Principal;
-use crate::error::{ApiError, FieldError, Location, Style};
-use crate::{etag, AppState};
+use crate::error::{ApiError, FieldError, Location};
+use crate::etag;
+use crate::state::AppState;
 
 /// A trace rendered as the seed's JSON, with its tag.
 pub struct Rendered {
@@ -71,17 +72,11 @@ impl Rendered {
 /// it (another user's trace is indistinguishable from a missing one).
 pub async fn read(
     state: &AppState,
-    style: Style,
     principal: &Principal,
     message_id: &MessageId,
     include_history: bool,
 ) -> Result<Option<Rendered>, ApiError> {
-    let Some(doc) = state
-        .store
-        .get(message_id)
-        .await
-        .map_err(|error| ApiError::store(style, error))?
-    else {
+    let Some(doc) = state.store.get(message_id).await.map_err(ApiError::store)? else {
         return Ok(None);
     };
     if !principal.may_see(doc.line_user_id.as_deref()) {
@@ -89,12 +84,7 @@ pub async fn read(
     }
     Rendered::of(&doc, include_history)
         .map(Some)
-        .map_err(|error| {
-            ApiError::new(
-                style,
-                crate::error::ErrorKind::Internal(format!("rendering a trace: {error}")),
-            )
-        })
+        .map_err(|error| ApiError::Internal(format!("rendering a trace: {error}")))
 }
 
 /// A path parameter, decoded; a value axum cannot decode (not UTF-8) is the client's

@@ -13,7 +13,7 @@ use std::sync::LazyLock;
 
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, MethodRouter};
 use axum::Router;
 
 use crate::etag;
@@ -70,49 +70,34 @@ impl Asset {
     }
 }
 
-static INDEX: LazyLock<Asset> = LazyLock::new(|| {
-    Asset::new(
-        include_str!("../../static/index.html"),
-        "text/html; charset=utf-8",
-    )
-});
-static STYLE: LazyLock<Asset> = LazyLock::new(|| {
-    Asset::new(
-        include_str!("../../static/status-page.css"),
-        "text/css; charset=utf-8",
-    )
-});
-static SCRIPT: LazyLock<Asset> = LazyLock::new(|| {
-    Asset::new(
-        include_str!("../../static/status-page.js"),
-        "text/javascript; charset=utf-8",
-    )
-});
+/// An asset compiled in from `path` (relative to this file).
+macro_rules! asset {
+    ($path:literal, $content_type:literal) => {
+        LazyLock::new(|| Asset::new(include_str!($path), $content_type))
+    };
+}
+
+static INDEX: LazyLock<Asset> = asset!("../../static/index.html", "text/html; charset=utf-8");
+static STYLE: LazyLock<Asset> = asset!("../../static/status-page.css", "text/css; charset=utf-8");
+static SCRIPT: LazyLock<Asset> = asset!(
+    "../../static/status-page.js",
+    "text/javascript; charset=utf-8"
+);
 /// One file serves frontends that copy it and this page that imports it.
-static CLIENT: LazyLock<Asset> = LazyLock::new(|| {
-    Asset::new(
-        include_str!("../../../../clients/js/job-status.js"),
-        "text/javascript; charset=utf-8",
-    )
-});
+static CLIENT: LazyLock<Asset> = asset!(
+    "../../../../clients/js/job-status.js",
+    "text/javascript; charset=utf-8"
+);
+
+fn serve<S: Clone + Send + Sync + 'static>(asset: &'static LazyLock<Asset>) -> MethodRouter<S> {
+    get(move |headers: HeaderMap| async move { asset.respond(&headers) })
+}
 
 /// The page and its assets.
 pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
-        .route(
-            "/",
-            get(|headers: HeaderMap| async move { INDEX.respond(&headers) }),
-        )
-        .route(
-            "/status-page.css",
-            get(|headers: HeaderMap| async move { STYLE.respond(&headers) }),
-        )
-        .route(
-            "/status-page.js",
-            get(|headers: HeaderMap| async move { SCRIPT.respond(&headers) }),
-        )
-        .route(
-            "/job-status.js",
-            get(|headers: HeaderMap| async move { CLIENT.respond(&headers) }),
-        )
+        .route("/", serve(&INDEX))
+        .route("/status-page.css", serve(&STYLE))
+        .route("/status-page.js", serve(&SCRIPT))
+        .route("/job-status.js", serve(&CLIENT))
 }

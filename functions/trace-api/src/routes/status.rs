@@ -11,10 +11,11 @@ use job_trace::MessageId;
 use tokio::time::Instant;
 
 use crate::auth::Principal;
-use crate::error::{ApiError, Location, Style};
-use crate::params::{self, Checks, Query};
-use crate::routes::{path_value, read};
-use crate::{etag, AppState};
+use crate::error::{ApiError, DetailBody, ErrorBody, FieldError, Location};
+use crate::etag;
+use crate::params::{self, Checks};
+use crate::routes::{docs, path_value, read};
+use crate::state::AppState;
 
 /// Status parameters both path styles share.
 struct StatusParams {
@@ -23,37 +24,29 @@ struct StatusParams {
 }
 
 fn parse(
-    style: Style,
     query: Option<&str>,
-    message_id: Result<String, crate::error::FieldError>,
+    message_id: Result<String, FieldError>,
     location: Location,
 ) -> Result<(MessageId, StatusParams), ApiError> {
-    let mut checks = Checks::default();
-    let query = checks.take(Query::parse(query)).unwrap_or_default();
-    let message_id =
-        checks.take(message_id.and_then(|raw| params::message_id(location, Some(&raw))));
-    let include_history = checks.take(params::include_history(&query));
-    let wait = checks.take(params::wait(&query));
-    checks
-        .finish()
-        .map_err(|errors| ApiError::invalid(style, errors))?;
-    match (message_id, include_history, wait) {
-        (Some(message_id), Some(include_history), Some(wait)) => Ok((
-            message_id,
+    Checks::run(query, |checks, query| {
+        let message_id =
+            checks.take(message_id.and_then(|raw| params::message_id(location, Some(&raw))));
+        let include_history = checks.take(params::include_history(query));
+        let wait = checks.take(params::wait(query));
+        Some((
+            message_id?,
             StatusParams {
-                include_history,
-                wait,
+                include_history: include_history?,
+                wait: wait?,
             },
-        )),
-        _ => Err(ApiError::invalid(style, Vec::new())),
-    }
+        ))
+    })
 }
 
 /// Answers at once when the trace differs from `If-None-Match` (or none was sent), or is
 /// terminal; otherwise holds the request until the trace changes or `wait` runs out.
 async fn respond(
     state: &AppState,
-    style: Style,
     principal: &Principal,
     message_id: &MessageId,
     params: StatusParams,
@@ -65,9 +58,9 @@ async fn respond(
     let mut subscription = (!params.wait.is_zero() && if_none_match.is_some())
         .then(|| state.watcher.subscribe(message_id.as_str()));
     loop {
-        let rendered = read(state, style, principal, message_id, params.include_history)
+        let rendered = read(state, principal, message_id, params.include_history)
             .await?
-            .ok_or_else(|| ApiError::not_found(style, message_id.as_str()))?;
+            .ok_or_else(|| ApiError::not_found(message_id.as_str()))?;
         let unchanged = if_none_match
             .as_deref()
             .is_some_and(|tags| etag::none_match(tags, &rendered.etag));
@@ -93,23 +86,18 @@ async fn respond(
 /// (then 200) or N seconds pass (then 304). A terminal trace answers at once.
 #[utoipa::path(
     get,
-    path = "/api/v1/jobs/status/{message_id}",
+    path = "/jobs/status/{message_id}",
     tag = "jobs",
     operation_id = "get_job_status",
     params(
-        ("message_id" = String, Path, description = "The Pub/Sub messageId of the job (URL-encoded; at most 1024 bytes of UTF-8, no control characters)", pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$", min_length = 1, max_length = 1024, example = "1234567890"),
-        crate::routes::docs::StatusQueryDoc,
+        docs::MessageIdInPath,
+        docs::StatusQueryDoc,
         ("If-None-Match" = Option<String>, Header, description = "An ETag from an earlier answer"),
     ),
     responses(
-        (status = 200, description = "The trace", body = crate::routes::docs::JobTrace,
-            headers(("ETag" = String, description = "Changes exactly when the trace does"),
-                    ("Cache-Control" = String, description = "no-cache"))),
-        (status = 304, description = "Unchanged since If-None-Match (after waiting, with wait)"),
-        (status = 401, description = "Missing or invalid credentials", body = crate::error::DetailBody),
-        (status = 404, description = "No such trace (or another user's)", body = crate::error::DetailBody),
-        (status = 422, description = "Invalid parameters", body = crate::error::ValidationBody),
-        (status = 503, description = "Database unavailable", body = crate::error::DetailBody),
+        docs::StatusAnswers,
+        docs::FastApiErrors,
+        (status = 404, description = "No such trace (or another user's)", body = DetailBody),
     ),
     security((), ("bearer" = []))
 )]
@@ -120,14 +108,12 @@ pub async fn by_path(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let style = Style::FastApi;
     let (message_id, params) = parse(
-        style,
         query.as_deref(),
         path_value("message_id", path),
         Location::Path,
     )?;
-    respond(&state, style, &principal, &message_id, params, &headers).await
+    respond(&state, &principal, &message_id, params, &headers).await
 }
 
 /// The status of one job (standalone style).
@@ -136,23 +122,18 @@ pub async fn by_path(
 /// errors as `{"error": ...}` (invalid parameters 400).
 #[utoipa::path(
     get,
-    path = "/job/status",
+    path = "/status",
     tag = "jobs (standalone)",
     operation_id = "get_job_status_standalone",
     params(
-        ("message_id" = String, Query, description = "The Pub/Sub messageId of the job (at most 1024 bytes of UTF-8, no control characters)", pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$", min_length = 1, max_length = 1024, example = "1234567890"),
-        crate::routes::docs::StatusQueryDoc,
+        docs::MessageIdInQuery,
+        docs::StatusQueryDoc,
         ("If-None-Match" = Option<String>, Header, description = "An ETag from an earlier answer"),
     ),
     responses(
-        (status = 200, description = "The trace", body = crate::routes::docs::JobTrace,
-            headers(("ETag" = String, description = "Changes exactly when the trace does"),
-                    ("Cache-Control" = String, description = "no-cache"))),
-        (status = 304, description = "Unchanged since If-None-Match (after waiting, with wait)"),
-        (status = 400, description = "Missing or invalid parameters", body = crate::error::ErrorBody),
-        (status = 401, description = "Missing or invalid credentials", body = crate::error::ErrorBody),
-        (status = 404, description = "No such trace (or another user's)", body = crate::error::ErrorBody),
-        (status = 503, description = "Database unavailable", body = crate::error::ErrorBody),
+        docs::StatusAnswers,
+        docs::StandaloneErrors,
+        (status = 404, description = "No such trace (or another user's)", body = ErrorBody),
     ),
     security((), ("bearer" = []))
 )]
@@ -162,11 +143,7 @@ pub async fn by_query(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let style = Style::Standalone;
-    let raw_id = Query::parse(query.as_deref())
-        .ok()
-        .and_then(|q| q.last("message_id").map(str::to_owned))
-        .ok_or_else(|| crate::error::FieldError::missing(Location::Query, "message_id"));
-    let (message_id, params) = parse(style, query.as_deref(), raw_id, Location::Query)?;
-    respond(&state, style, &principal, &message_id, params, &headers).await
+    let raw_id = params::required(query.as_deref(), "message_id");
+    let (message_id, params) = parse(query.as_deref(), raw_id, Location::Query)?;
+    respond(&state, &principal, &message_id, params, &headers).await
 }
