@@ -6,13 +6,14 @@ mod api_common;
 
 use std::collections::BTreeMap;
 
-use api_common::{fixture_json, mid, Api};
+use api_common::{mid, Api};
 use bson::{doc, Bson, Document};
 use job_trace::config::DatabaseConfig;
 use job_trace::indexes::seed_index_set;
 use job_trace::model::{render_time, JobStatus, TraceDocument};
 use job_trace::rules::Change;
 use job_trace::TraceStore;
+use job_trace_tests::fixture_json;
 use job_trace_tests::legacy::{self, LegacyJob};
 use job_trace_tests::{unique_name, Database};
 use mongodb::Collection;
