@@ -365,9 +365,9 @@ fn optional_string(
 }
 
 /// `result` as the trace will keep it. A result whose compact JSON is certainly over
-/// [`MAX_RESULT_BYTES`] becomes the marker [`crate::rules::bound_result`] would make of it, without
-/// ever being built: built, ten megabytes of small objects take hundreds of MiB. Anything
-/// that may fit is built and bounded as before, and is small.
+/// [`MAX_RESULT_BYTES`] becomes the marker [`crate::rules::bound_result`] would make of
+/// it, without ever being built: built, ten megabytes of small objects take hundreds of
+/// MiB. Anything that may fit is built and bounded as before, and is small.
 fn read_result(raw: &RawValue) -> Result<bson::Bson, MessageError> {
     if raw.get().len() > MAX_RESULT_BYTES {
         let shape: Shape = serde_json::from_str(raw.get())
@@ -392,11 +392,11 @@ fn truncation_marker(bytes: usize) -> bson::Bson {
 struct Shape {
     /// Bytes of the value's compact JSON ([`Value`]'s `to_string`).
     bytes: usize,
-    /// `bytes` is also what [`crate::rules::bound_result`] measures (the value's BSON as relaxed
-    /// extended JSON). It is not when a field name repeats (the value keeps the last
-    /// one), when an object of one or two fields has a `$` name (the BSON conversion
-    /// reads `{"$numberLong": "5"}` as a number) or when an integer is beyond `i64` (the
-    /// conversion refuses it): those take the full path.
+    /// `bytes` is also what [`crate::rules::bound_result`] measures (the value's BSON as
+    /// relaxed extended JSON). It is not when a field name repeats (the value keeps the
+    /// last one), when an object of one or two fields has a `$` name (the BSON
+    /// conversion reads `{"$numberLong": "5"}` as a number) or when an integer is beyond
+    /// `i64` (the conversion refuses it): those take the full path.
     exact: bool,
 }
 

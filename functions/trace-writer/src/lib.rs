@@ -80,10 +80,7 @@ impl PushMemory {
         let kib = push_memory_bytes(body).div_ceil(1024).min(self.total_kib);
         let kib = u32::try_from(kib).unwrap_or(u32::MAX);
         let wait = self.kib.clone().acquire_many_owned(kib);
-        tokio::time::timeout(PUSH_MEMORY_WAIT, wait)
-            .await
-            .ok()?
-            .ok()
+        tokio::time::timeout(self.wait, wait).await.ok()?.ok()
     }
 }
 
