@@ -63,7 +63,7 @@ impl Scenario {
             Scenario::User => "trace-api user list limit=50",
             Scenario::Revalidate => "trace-api 304 If-None-Match",
             Scenario::Push => "trace-writer push",
-            Scenario::PushCas => "trace-writer push STORE_WRITE=cas",
+            Scenario::PushCas => "trace-writer push (cas)",
             Scenario::CeilingFind => "  direct findOne (ceiling)",
             Scenario::CeilingList => "  direct aggregate (ceiling)",
             Scenario::CeilingUpdate => "  direct cond. update (ceiling)",
