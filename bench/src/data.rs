@@ -15,7 +15,7 @@ use serde_json::json;
 /// run keeps every job and event id unique across the data set and every push stream.
 static NEXT_ID: AtomicU64 = AtomicU64::new(4_000_000_000_000_000);
 
-fn next_id() -> String {
+pub fn next_id() -> String {
     NEXT_ID.fetch_add(1, Ordering::Relaxed).to_string()
 }
 
@@ -37,13 +37,10 @@ fn rfc3339(millis: i64) -> String {
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
-fn wrap(
-    message_id: &str,
-    data: serde_json::Value,
-    publish_ms: i64,
-    event_of: Option<&str>,
-) -> String {
-    let data = base64::engine::general_purpose::STANDARD.encode(data.to_string());
+/// The push body of a message whose data is the JSON text `data`: a job message, or a
+/// status event of job `event_of`.
+pub fn wrap(message_id: &str, data: &str, publish_ms: i64, event_of: Option<&str>) -> String {
+    let data = base64::engine::general_purpose::STANDARD.encode(data);
     let mut message = json!({
         "attributes": {},
         "data": data,
@@ -79,7 +76,7 @@ pub fn job(rng: &mut impl Rng, user: String, created_ms: i64) -> Job {
             "https://suumo.jp/ms/chuko/tokyo/sc_shinjuku/nc_{property}/"
         ));
     }
-    let mut pushes = vec![wrap(&message_id, job_data, created_ms, None)];
+    let mut pushes = vec![wrap(&message_id, &job_data.to_string(), created_ms, None)];
     let mut at = created_ms;
     let mut event =
         |rng: &mut dyn rand::RngCore, status: &str, attempt: u32, extra: serde_json::Value| {
@@ -93,7 +90,12 @@ pub fn job(rng: &mut impl Rng, user: String, created_ms: i64) -> Job {
             if let (Some(data), Some(extra)) = (data.as_object_mut(), extra.as_object()) {
                 data.extend(extra.clone());
             }
-            pushes.push(wrap(&next_id(), data, at + 40, Some(&message_id)));
+            pushes.push(wrap(
+                &next_id(),
+                &data.to_string(),
+                at + 40,
+                Some(&message_id),
+            ));
         };
     let success = json!({ "result": {
         "status": "success",

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use serde_json::{json, Value};
 
-use crate::{Sample, Scenario};
+use crate::scenarios::{Sample, Scenario};
 
 /// Median, min and max.
 fn spread(values: &[f64]) -> Value {
@@ -38,6 +38,7 @@ pub fn build(
     tools: Value,
     settings: Value,
     memory: Value,
+    worst_case_pushes: Value,
     commands: Value,
     cold_api: &[(f64, f64)],
     cold_writer: &[(f64, f64)],
@@ -137,6 +138,7 @@ pub fn build(
         "loads": loads,
         "original_comparison": original,
         "memory": memory,
+        "worst_case_pushes": worst_case_pushes,
         "cold_start": {
             "trace_api": cold(cold_api),
             "trace_writer": cold(cold_writer),
@@ -263,6 +265,28 @@ pub fn table(results: &Value) -> String {
         num(&mem["idle_vmrss"]["trace_writer_mib"]),
         num(&mem["peak_vmhwm"]["trace_writer_mib"])
     );
+    let worst = &results["worst_case_pushes"];
+    let _ = writeln!(
+        out,
+        "trace-writer with worst-case pushes in flight ({} byte bodies, ~10 MB results of small objects); container {} MiB, push memory {} MiB, {:.1} MiB per worst-case push:",
+        worst["push_body_bytes"],
+        worst["container_memory_mib"],
+        worst["push_memory_mib"],
+        num(&worst["budget_per_worst_case_push_mib"]),
+    );
+    for run in worst["runs"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            out,
+            "  {:<20} {:>3} in flight: peak VmHWM {:>7.1} MiB (idle {:.1}) vs container {} MiB; answers {}; {:.1} s",
+            run["build"].as_str().unwrap_or(""),
+            run["in_flight"],
+            num(&run["peak_vmhwm_mib"]),
+            num(&run["idle_vmhwm_mib"]),
+            worst["container_memory_mib"],
+            run["answers"],
+            num(&run["seconds"]),
+        );
+    }
     for (name, key) in [("trace-api", "trace_api"), ("trace-writer", "trace_writer")] {
         let c = &results["cold_start"][key];
         let _ = writeln!(

@@ -1,9 +1,11 @@
-//! trace-writer's own configuration: how pushes are authenticated.
+//! trace-writer's own configuration: how pushes are authenticated, and how much memory
+//! the pushes in flight may hold together.
 
 use std::time::Duration;
 
 use job_trace::config::{from_iter, ConfigError};
 use job_trace::oidc::{OidcConfig, GOOGLE_JWKS_URL};
+use job_trace::push::PUSH_MEMORY_BUDGET_BYTES;
 use job_trace::request::checked_project;
 use serde::Deserialize;
 
@@ -21,6 +23,46 @@ pub struct WriterConfig {
     pub auth: PushAuth,
     /// `GOOGLE_CLOUD_PROJECT`: names the Cloud Trace of correlated log lines.
     pub trace_project: Option<String>,
+    /// `PUSH_MEMORY_MIB`: what the pushes in flight may hold together; a push that
+    /// would go over it waits (see [`crate::app`]).
+    pub push_memory_bytes: usize,
+}
+
+const MIB: usize = 1024 * 1024;
+/// What the process holds besides its pushes: code, runtime, the database pool, idle
+/// connections. Measured idle it is under 20 MiB; the rest is headroom.
+pub const WRITER_RESERVED_BYTES: usize = 64 * MIB;
+/// The container memory assumed when the process cannot read its own limit: Terraform's
+/// default `memory` (256Mi).
+pub const ASSUMED_CONTAINER_BYTES: usize = 256 * MIB;
+
+/// The memory limit of the container this process runs in (cgroup v2, then v1), when it
+/// has one.
+fn container_memory_bytes() -> Option<usize> {
+    [
+        "/sys/fs/cgroup/memory.max",
+        "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+    ]
+    .iter()
+    .find_map(|path| {
+        std::fs::read_to_string(path)
+            .ok()?
+            .trim()
+            .parse::<u64>()
+            .ok()
+    })
+    // cgroup v1 writes "no limit" as a number near i64::MAX.
+    .filter(|&bytes| bytes < 1 << 50)
+    .and_then(|bytes| usize::try_from(bytes).ok())
+}
+
+/// Pushes get what the container leaves after [`WRITER_RESERVED_BYTES`], and never less
+/// than one push of the largest size, which must always be able to pass.
+pub fn default_push_memory(container_bytes: Option<usize>) -> usize {
+    container_bytes
+        .unwrap_or(ASSUMED_CONTAINER_BYTES)
+        .saturating_sub(WRITER_RESERVED_BYTES)
+        .max(PUSH_MEMORY_BUDGET_BYTES)
 }
 
 fn default_auth() -> String {
@@ -41,6 +83,7 @@ struct Raw {
     google_jwks_url: String,
     google_cloud_project: Option<String>,
     gcp_project: Option<String>,
+    push_memory_mib: Option<String>,
 }
 
 impl WriterConfig {
@@ -49,6 +92,7 @@ impl WriterConfig {
         WriterConfig {
             auth: PushAuth::None,
             trace_project: None,
+            push_memory_bytes: default_push_memory(container_memory_bytes()),
         }
     }
 
@@ -117,9 +161,25 @@ impl WriterConfig {
             .google_cloud_project
             .or(raw.gcp_project)
             .and_then(|project| checked_project(&project));
+        let push_memory_bytes = match raw.push_memory_mib.as_deref().map(str::trim) {
+            None | Some("") => default_push_memory(container_memory_bytes()),
+            Some(mib) => mib
+                .parse::<usize>()
+                .ok()
+                .and_then(|mib| mib.checked_mul(MIB))
+                .filter(|&bytes| bytes >= PUSH_MEMORY_BUDGET_BYTES)
+                .ok_or_else(|| {
+                    ConfigError(format!(
+                        "PUSH_MEMORY_MIB must be a whole number of MiB, at least {} (one push \
+                         of the largest size), got {mib:?}",
+                        PUSH_MEMORY_BUDGET_BYTES.div_ceil(MIB)
+                    ))
+                })?,
+        };
         Ok(WriterConfig {
             auth,
             trace_project,
+            push_memory_bytes,
         })
     }
 }
@@ -192,5 +252,33 @@ mod tests {
         ]))
         .unwrap_err();
         assert!(error.to_string().contains("GOOGLE_JWKS_URL"), "{error}");
+    }
+
+    #[test]
+    fn push_memory_is_what_the_container_leaves_or_what_is_set() {
+        assert_eq!(
+            default_push_memory(Some(256 * MIB)),
+            256 * MIB - WRITER_RESERVED_BYTES
+        );
+        assert_eq!(
+            default_push_memory(None),
+            ASSUMED_CONTAINER_BYTES - WRITER_RESERVED_BYTES
+        );
+        // A container too small for one push still lets the largest push through.
+        assert_eq!(
+            default_push_memory(Some(64 * MIB)),
+            PUSH_MEMORY_BUDGET_BYTES
+        );
+
+        let config =
+            WriterConfig::from_vars(vars(&[("PUSH_AUTH", "none"), ("PUSH_MEMORY_MIB", "512")]))
+                .unwrap();
+        assert_eq!(config.push_memory_bytes, 512 * MIB);
+        for bad in ["lots", "-1", "1"] {
+            let error =
+                WriterConfig::from_vars(vars(&[("PUSH_AUTH", "none"), ("PUSH_MEMORY_MIB", bad)]))
+                    .unwrap_err();
+            assert!(error.to_string().contains("PUSH_MEMORY_MIB"), "{error}");
+        }
     }
 }

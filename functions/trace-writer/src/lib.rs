@@ -12,13 +12,18 @@
 //! | body over [`MAX_PUSH_BODY_BYTES`] | 413 |
 //! | missing or bad token / token of another account | 401 / 403, nothing written |
 //! | database unavailable or too slow | 503 `{"error": "database unavailable"}` |
+//! | the pushes in flight hold `PUSH_MEMORY_MIB` for longer than [`PUSH_MEMORY_WAIT`] | 503 with `Retry-After`, nothing read |
+//!
+//! Each push holds [`push_memory_bytes`] of its declared size (the largest push's when it
+//! declares none) from before its body is read until it is answered, so an instance
+//! never holds more than `PUSH_MEMORY_MIB` of pushes, however many arrive at once.
 //!
 //! Every push ends in exactly one JSON log line with its ids, outcome and latency.
 
 pub mod config;
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
@@ -28,17 +33,55 @@ use axum::routing::post;
 use axum::{Json, Router};
 use job_trace::http::health_routes;
 use job_trace::oidc::{PushAuthError, PushVerifier};
-use job_trace::push::{decode_push, Outcome, Push, PushMeta, MAX_PUSH_BODY_BYTES};
+use job_trace::push::{
+    decode_push, push_memory_bytes, Outcome, Push, PushMeta, MAX_PUSH_BODY_BYTES,
+};
 use job_trace::request::with_trace_correlation;
 use job_trace::TraceStore;
 use serde_json::json;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 pub use config::{PushAuth, WriterConfig};
+
+/// How long a push waits for memory before it is answered 503 and redelivered later.
+pub const PUSH_MEMORY_WAIT: Duration = Duration::from_secs(10);
 
 #[derive(Clone)]
 struct Writer {
     store: TraceStore,
     verifier: Option<Arc<PushVerifier>>,
+    memory: PushMemory,
+}
+
+/// The memory the pushes in flight may hold together, counted in KiB.
+#[derive(Clone)]
+struct PushMemory {
+    kib: Arc<Semaphore>,
+    total_kib: usize,
+    wait: Duration,
+}
+
+impl PushMemory {
+    fn new(bytes: usize, wait: Duration) -> Self {
+        let total_kib = bytes.div_ceil(1024).min(Semaphore::MAX_PERMITS);
+        PushMemory {
+            kib: Arc::new(Semaphore::new(total_kib)),
+            total_kib,
+            wait,
+        }
+    }
+
+    /// Holds what a push of `body_bytes` may take (the largest push's when unknown)
+    /// until the permit drops; `None` when it could not be had in time.
+    async fn reserve(&self, body_bytes: Option<u64>) -> Option<OwnedSemaphorePermit> {
+        let body = body_bytes.map_or(MAX_PUSH_BODY_BYTES, |n| {
+            usize::try_from(n).map_or(MAX_PUSH_BODY_BYTES, |n| n.min(MAX_PUSH_BODY_BYTES))
+        });
+        let kib = push_memory_bytes(body).div_ceil(1024).min(self.total_kib);
+        let kib = u32::try_from(kib).unwrap_or(u32::MAX);
+        let wait = self.kib.clone().acquire_many_owned(kib);
+        tokio::time::timeout(self.wait, wait).await.ok()?.ok()
+    }
 }
 
 /// The whole HTTP surface of the function.
@@ -47,7 +90,12 @@ pub fn app(store: TraceStore, config: WriterConfig) -> Router {
         PushAuth::Oidc(oidc) => Some(Arc::new(PushVerifier::new(oidc))),
         PushAuth::None => None,
     };
-    app_with_verifier(store, verifier, config.trace_project)
+    writer_app(
+        store,
+        verifier,
+        config.trace_project,
+        config.push_memory_bytes,
+    )
 }
 
 /// [`app`] with a verifier the caller keeps (tests count its key fetches); `None`
@@ -57,9 +105,20 @@ pub fn app_with_verifier(
     verifier: Option<Arc<PushVerifier>>,
     trace_project: Option<String>,
 ) -> Router {
+    let push_memory = WriterConfig::unauthenticated().push_memory_bytes;
+    writer_app(store, verifier, trace_project, push_memory)
+}
+
+fn writer_app(
+    store: TraceStore,
+    verifier: Option<Arc<PushVerifier>>,
+    trace_project: Option<String>,
+    push_memory_bytes: usize,
+) -> Router {
     let writer = Writer {
         store: store.clone(),
         verifier,
+        memory: PushMemory::new(push_memory_bytes, PUSH_MEMORY_WAIT),
     };
     let router = Router::new()
         .route("/", post(receive))
@@ -78,6 +137,17 @@ fn too_large() -> Response {
         StatusCode::PAYLOAD_TOO_LARGE,
         format!("request body is larger than {MAX_PUSH_BODY_BYTES} bytes"),
     )
+}
+
+fn busy() -> Response {
+    let mut response = error_body(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "too many large pushes in flight; retry later",
+    );
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
 }
 
 fn database_unavailable() -> Response {
@@ -150,6 +220,18 @@ async fn receive(State(writer): State<Writer>, request: Request) -> Response {
             return refuse(error, line);
         }
     }
+    let Some(_memory) = writer
+        .memory
+        .reserve(content_length(request.headers()))
+        .await
+    else {
+        push_line!(
+            warn,
+            line("busy", 503),
+            "push deferred: pushes in flight hold all push memory"
+        );
+        return busy();
+    };
     let headers = request.headers().clone();
     let body = match Bytes::from_request(request, &()).await {
         Ok(body) => body,
@@ -239,5 +321,66 @@ async fn record(store: &TraceStore, push: &Push, started: Instant) -> Response {
             );
             StatusCode::NO_CONTENT.into_response()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use job_trace::push::PUSH_MEMORY_BUDGET_BYTES;
+
+    use super::*;
+
+    const WAIT: Duration = Duration::from_millis(100);
+
+    #[tokio::test]
+    async fn worst_case_pushes_wait_for_memory_and_small_ones_pass_beside_them() {
+        let memory = PushMemory::new(4 * PUSH_MEMORY_BUDGET_BYTES + 4 * 1024 * 1024, WAIT);
+        let largest = Some(MAX_PUSH_BODY_BYTES as u64);
+        let mut held = Vec::new();
+        for _ in 0..4 {
+            held.push(memory.reserve(largest).await.expect("room for four"));
+        }
+        assert!(memory.reserve(largest).await.is_none(), "a fifth must wait");
+        // A push that does not say its size is taken to be the largest.
+        assert!(memory.reserve(None).await.is_none());
+        // Ordinary pushes (a few KiB) still pass in what is left.
+        let small: Vec<_> = reserve_small(&memory, 3).await;
+        assert_eq!(small.len(), 3);
+        drop(small);
+
+        let waiting = tokio::spawn({
+            let memory = memory.clone();
+            async move { memory.reserve(largest).await.is_some() }
+        });
+        tokio::time::sleep(WAIT / 4).await;
+        held.pop();
+        assert!(
+            waiting.await.unwrap(),
+            "a waiting push gets the memory freed"
+        );
+    }
+
+    async fn reserve_small(memory: &PushMemory, n: usize) -> Vec<OwnedSemaphorePermit> {
+        let mut permits = Vec::new();
+        for _ in 0..n {
+            permits.push(
+                memory
+                    .reserve(Some(2_000))
+                    .await
+                    .expect("room for a small push"),
+            );
+        }
+        permits
+    }
+
+    #[tokio::test]
+    async fn one_largest_push_passes_even_when_memory_is_smaller() {
+        let memory = PushMemory::new(1024 * 1024, WAIT);
+        let permit = memory.reserve(Some(MAX_PUSH_BODY_BYTES as u64)).await;
+        assert!(
+            permit.is_some(),
+            "a push is never refused for its size alone"
+        );
+        assert!(memory.reserve(Some(10)).await.is_none());
     }
 }
