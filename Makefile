@@ -74,7 +74,8 @@ bench: venv
 
 # 10,000 jobs through the Pub/Sub emulator into the trace-writer binary while the
 # database is SIGKILLed twice and the writer SIGTERMed once (tests/tests/chaos.rs).
-# Not part of `make test`: the test is #[ignore]d there.
+# Not part of `make test`: the test is #[ignore]d there. JOBTRACE_STORE_WRITE=cas runs
+# it against the cas write strategy (default pipeline); JOBTRACE_CHAOS_JOBS=N shortens it.
 .PHONY: chaos
 chaos: venv
 	cargo build --release --locked -p trace-writer

@@ -61,6 +61,46 @@ fn default_timeout_seconds() -> f64 {
     5.0
 }
 
+/// How the store writes a change (`STORE_WRITE`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub enum StoreWrite {
+    /// One update pipeline with upsert: the rules run inside the database, one command
+    /// per push. MongoDB and SecantusDB run it; no service promises it.
+    #[default]
+    Pipeline,
+    /// Read, apply the rules in Rust, write back conditioned on the revision read: only
+    /// `find`, `insert` and `update` with `$set`, which every MongoDB-compatible service
+    /// (Firestore, DocumentDB, Cosmos DB) supports. Two commands per uncontended push.
+    Cas,
+}
+
+impl StoreWrite {
+    pub const ALL: [StoreWrite; 2] = [StoreWrite::Pipeline, StoreWrite::Cas];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StoreWrite::Pipeline => "pipeline",
+            StoreWrite::Cas => "cas",
+        }
+    }
+}
+
+/// envy's own message for an unknown variant would not name the variable.
+impl TryFrom<String> for StoreWrite {
+    type Error = String;
+
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        StoreWrite::ALL
+            .into_iter()
+            .find(|write| write.as_str() == value)
+            .ok_or_else(|| {
+                let value: String = value.chars().take(32).collect();
+                format!("STORE_WRITE must be pipeline or cas, got {value:?}")
+            })
+    }
+}
+
 /// Where the traces live.
 #[derive(Clone, Deserialize)]
 pub struct DatabaseConfig {
@@ -76,6 +116,8 @@ pub struct DatabaseConfig {
     /// Bound on every database call; well under the subscriptions' ack deadline.
     #[serde(default = "default_timeout_seconds")]
     pub db_timeout_seconds: f64,
+    #[serde(default)]
+    pub store_write: StoreWrite,
 }
 
 impl DatabaseConfig {
@@ -116,6 +158,7 @@ impl std::fmt::Debug for DatabaseConfig {
             .field("collection_job_traces", &self.collection_job_traces)
             .field("ensure_indexes", &self.ensure_indexes)
             .field("db_timeout_seconds", &self.db_timeout_seconds)
+            .field("store_write", &self.store_write)
             .finish()
     }
 }
@@ -139,6 +182,7 @@ mod tests {
         assert_eq!(db.collection_job_traces, "job_traces");
         assert!(!db.ensure_indexes);
         assert_eq!(db.timeout(), Duration::from_secs(5));
+        assert_eq!(db.store_write, StoreWrite::Pipeline);
         let server: ServerConfig = from_iter(vars(&[])).unwrap();
         assert_eq!(server.port, 8080);
     }
@@ -152,6 +196,20 @@ mod tests {
         let config = from_iter::<DatabaseConfig>(vars(&[("DB_TIMEOUT_SECONDS", "-1")])).unwrap();
         let error = DatabaseConfig::checked(config).unwrap_err();
         assert!(error.to_string().contains("DB_TIMEOUT_SECONDS"), "{error}");
+    }
+
+    #[test]
+    fn the_write_strategy_is_pipeline_or_cas() {
+        let cas: DatabaseConfig = from_iter(vars(&[("STORE_WRITE", "cas")])).unwrap();
+        assert_eq!(cas.store_write, StoreWrite::Cas);
+        let pipeline: DatabaseConfig = from_iter(vars(&[("STORE_WRITE", "pipeline")])).unwrap();
+        assert_eq!(pipeline.store_write, StoreWrite::Pipeline);
+        let error = from_iter::<DatabaseConfig>(vars(&[("STORE_WRITE", "upsert")])).unwrap_err();
+        let text = error.to_string();
+        assert!(
+            text.contains("STORE_WRITE") && text.contains("upsert") && text.contains("pipeline") && text.contains("cas"),
+            "{text}"
+        );
     }
 
     #[test]

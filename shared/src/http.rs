@@ -35,6 +35,11 @@ pub async fn startup(function: &'static str) -> Result<Startup, ConfigError> {
     let store = TraceStore::connect(&database)
         .await
         .map_err(|e| ConfigError(format!("MONGO_URI is not a usable connection string: {e}")))?;
+    tracing::info!(
+        function,
+        store_write = database.store_write.as_str(),
+        "store configured"
+    );
     if database.ensure_indexes {
         let store = store.clone();
         tokio::spawn(async move {
@@ -69,7 +74,7 @@ pub fn health_routes<S: Clone + Send + Sync + 'static>(store: TraceStore) -> Rou
 }
 
 async fn readyz(State(store): State<TraceStore>) -> Response {
-    match store.ping().await {
+    match store.ready().await {
         Ok(()) => Json(json!({ "status": "ready" })).into_response(),
         Err(error) => {
             tracing::warn!(%error, "readiness check failed");

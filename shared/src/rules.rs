@@ -183,15 +183,29 @@ pub fn expire_at(
     bson::DateTime::from_millis(by_completion.map_or(by_creation, |c| c.min(by_creation)))
 }
 
+/// The `(attempt, rank)` a stored trace is at; for a trace the original system wrote
+/// (no `attempt`), the key its status implies ([`TraceKey::implied_by_legacy`]).
+pub fn stored_key(doc: &TraceDocument) -> (i64, i32) {
+    let implied = TraceKey::implied_by_legacy(doc.status);
+    (
+        doc.attempt.unwrap_or(i64::from(implied.attempt)),
+        doc.rank.unwrap_or(i32::from(implied.rank)),
+    )
+}
+
 /// The rules, applied in memory: the trace after `change` reaches `current`.
+///
+/// The store runs the same steps: `store::pipeline` as one update pipeline whose steps
+/// are named after the lines here, `store::cas` by calling this function.
 pub fn apply(current: Option<&TraceDocument>, change: &Change) -> TraceDocument {
     let t = change.at;
     let a = i64::from(change.key.attempt);
     let r = i32::from(change.key.rank);
-    let old_attempt = current.and_then(|doc| doc.attempt).unwrap_or(-1);
-    let old_rank = current.and_then(|doc| doc.rank).unwrap_or(-1);
+    // pipeline: step_compare_keys, step_applies.
+    let (old_attempt, old_rank) = current.map_or((-1, -1), stored_key);
     let applies = a > old_attempt || (a == old_attempt && r > old_rank);
 
+    // pipeline: step_fields.
     let old = |pick: fn(&TraceDocument) -> Option<bson::DateTime>| current.and_then(pick);
     let base_started = if applies && a > old_attempt {
         None
@@ -265,6 +279,7 @@ pub fn apply(current: Option<&TraceDocument>, change: &Change) -> TraceDocument 
         attempt,
         rank,
         history,
+        // pipeline: step_expiry.
         expire_at: Some(expire_at(created_at, completed_at)),
     }
 }
@@ -364,6 +379,57 @@ mod tests {
         let running = replay(&[job(), event(JobStatus::Processing, 1, 5), rejected]).unwrap();
         assert_eq!(running.status, JobStatus::Processing);
         assert_eq!(running.history.len(), 3, "the rejection is in the history");
+    }
+
+    /// A trace as the original system left it: a status and its times, no key.
+    fn legacy(status: JobStatus) -> TraceDocument {
+        let mut doc = replay(&[job()]).unwrap();
+        doc.status = status;
+        doc.attempt = None;
+        doc.rank = None;
+        doc.history.clear();
+        doc.started_at = (status != JobStatus::Queued).then_some(at(5));
+        doc.completed_at = status.is_terminal().then_some(at(40));
+        doc.error = (status == JobStatus::Failed).then(|| "legacy failure".into());
+        doc
+    }
+
+    #[test]
+    fn a_legacy_trace_is_at_the_key_its_status_implies_for_attempt_one() {
+        for terminal in [JobStatus::Success, JobStatus::Failed, JobStatus::NotFound] {
+            let old = legacy(terminal);
+            for late in [
+                event(JobStatus::Processing, 1, 50),
+                Change::rejected(id(), at(50), "late"),
+                job(),
+            ] {
+                let after = apply(Some(&old), &late);
+                assert_eq!(after.status, terminal, "{late:?} moved a legacy {terminal}");
+                assert_eq!(after.completed_at, old.completed_at);
+                assert_eq!(after.error, old.error);
+                assert_eq!((after.attempt, after.rank), (None, None));
+            }
+            let reopened = apply(Some(&old), &event(JobStatus::Processing, 2, 60));
+            assert_eq!(reopened.status, JobStatus::Processing);
+            assert_eq!((reopened.attempt, reopened.rank), (Some(2), Some(1)));
+            assert_eq!(reopened.started_at, Some(at(60)));
+            assert_eq!((reopened.completed_at, reopened.error), (None, None));
+        }
+        let running = legacy(JobStatus::Processing);
+        let done = apply(Some(&running), &event(JobStatus::Success, 1, 45));
+        assert_eq!(done.status, JobStatus::Success);
+        assert_eq!(done.started_at, Some(at(5)), "attempt 1 keeps its start");
+        let redelivered = apply(Some(&running), &event(JobStatus::Processing, 1, 3));
+        assert_eq!(redelivered.status, JobStatus::Processing);
+        assert_eq!(redelivered.started_at, Some(at(3)), "the earliest processing");
+        let queued = legacy(JobStatus::Queued);
+        let started = apply(Some(&queued), &event(JobStatus::Processing, 1, 5));
+        assert_eq!(started.status, JobStatus::Processing);
+        assert_eq!(
+            apply(Some(&queued), &Change::rejected(id(), at(1), "bad")).status,
+            JobStatus::Failed,
+            "a legacy queued job is stopped by a rejection like any queued one"
+        );
     }
 
     #[test]

@@ -190,6 +190,7 @@ impl Database {
             collection_job_traces: "job_traces".into(),
             ensure_indexes: false,
             db_timeout_seconds: 10.0,
+            store_write: Default::default(),
         }
     }
 }

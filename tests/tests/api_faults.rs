@@ -20,6 +20,7 @@ async fn an_unreachable_database_is_a_503_without_details_in_both_styles() {
         collection_job_traces: "job_traces".into(),
         ensure_indexes: false,
         db_timeout_seconds: 1.0,
+        store_write: Default::default(),
     };
     let store = TraceStore::connect(&config).await.unwrap();
     let api = Api::start_on(store, ApiConfig::default()).await;

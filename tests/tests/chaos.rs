@@ -9,6 +9,8 @@
 //! emulator pushes only a few messages at a time, about 65 a second here), and
 //! `JOBTRACE_WRITER_BIN` the binary (default `target/debug/trace-writer`; `make chaos`
 //! builds and passes the release one, which is what Cloud Run runs).
+//! `JOBTRACE_STORE_WRITE` (`pipeline`, the default, or `cas`) is the writer's
+//! `STORE_WRITE`: the same checks hold for both strategies.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -19,6 +21,7 @@ use std::time::{Duration, Instant};
 use bson::doc;
 use futures::TryStreamExt;
 use google_cloud_pubsub::client::Publisher;
+use job_trace::config::StoreWrite;
 use job_trace::ids::MessageId;
 use job_trace::model::TraceDocument;
 use job_trace::TraceStore;
@@ -38,6 +41,13 @@ fn env_number(name: &str, default: u64) -> u64 {
                 .unwrap_or_else(|_| panic!("{name}={raw} is not a number"))
         })
         .unwrap_or(default)
+}
+
+/// The write strategy under test, checked as the writer would check it.
+fn store_write() -> StoreWrite {
+    std::env::var("JOBTRACE_STORE_WRITE").map_or(StoreWrite::Pipeline, |raw| {
+        StoreWrite::try_from(raw).unwrap_or_else(|e| panic!("JOBTRACE_STORE_WRITE: {e}"))
+    })
 }
 
 fn writer_binary() -> PathBuf {
@@ -261,6 +271,8 @@ async fn chaos_ten_thousand_jobs_survive_database_kills_and_a_writer_restart() {
     let emulator = emulator("chaos").expect("the chaos run needs the Pub/Sub emulator");
     let total = env_number("JOBTRACE_CHAOS_JOBS", 10_000) as usize;
     let drain_limit = Duration::from_secs(env_number("JOBTRACE_CHAOS_DRAIN_SECONDS", 3600));
+    let strategy = store_write();
+    eprintln!("chaos: {total} jobs, STORE_WRITE={}", strategy.as_str());
 
     let database = Arc::new(Database::start_new());
     let database_name = unique_name("chaos");
@@ -280,6 +292,7 @@ async fn chaos_ten_thousand_jobs_survive_database_kills_and_a_writer_restart() {
             ("PUSH_AUTH".into(), "none".into()),
             ("ENSURE_INDEXES".into(), "true".into()),
             ("DB_TIMEOUT_SECONDS".into(), "2".into()),
+            ("STORE_WRITE".into(), strategy.as_str().into()),
             ("RUST_LOG".into(), "info".into()),
         ],
     };

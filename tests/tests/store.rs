@@ -1,19 +1,22 @@
 //! The store against a real SecantusDB server: the transition rules inside the write,
-//! convergence under any arrival order, racing first writes, the index set, and the
-//! cost of a write in database commands.
+//! convergence under any arrival order (also from a trace the original system wrote),
+//! racing first writes (also when the duplicate key comes with another code), the index
+//! set, and the cost of a write in database commands. Every test of a write runs once
+//! per strategy (`pipeline::…`, `cas::…`), against the same expectations.
 
 use std::collections::BTreeMap;
 
-use bson::{doc, Document};
+use bson::{doc, Bson, Document};
 use futures::StreamExt;
 use job_trace::ids::{LineUserId, MessageId};
-use job_trace::indexes::seed_index_set;
+use job_trace::indexes::{seed_index_set, Direction, IndexSpec};
 use job_trace::model::{JobStatus, JobType, TraceDocument};
 use job_trace::rules::{self, Change, JobDetails};
-use job_trace::store::UserQuery;
+use job_trace::config::StoreWrite;
+use job_trace::store::{StoreError, UserQuery, REVISION};
 use job_trace::TraceStore;
 use job_trace_tests::histories::{arrival_order, check_semantics, random_history};
-use job_trace_tests::{counted_store, fresh_store};
+use job_trace_tests::{counted_store, fresh_store, unique_name, Database};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -59,9 +62,7 @@ fn without_id(mut doc: TraceDocument) -> TraceDocument {
     doc
 }
 
-#[tokio::test]
-async fn a_redelivered_processing_after_success_leaves_success() {
-    let store = fresh_store("redelivery").await;
+async fn a_redelivered_processing_after_success_leaves_success(store: TraceStore) {
     let doc = apply_all(
         &store,
         &[
@@ -77,9 +78,7 @@ async fn a_redelivered_processing_after_success_leaves_success() {
     assert_eq!(doc.completed_at, Some(at(46)));
 }
 
-#[tokio::test]
-async fn a_failed_attempt_is_reopened_by_the_next_attempt() {
-    let store = fresh_store("reopen").await;
+async fn a_failed_attempt_is_reopened_by_the_next_attempt(store: TraceStore) {
     let doc = apply_all(
         &store,
         &[
@@ -98,9 +97,7 @@ async fn a_failed_attempt_is_reopened_by_the_next_attempt() {
     assert_eq!(doc.history.len(), 4);
 }
 
-#[tokio::test]
-async fn a_late_event_of_an_older_attempt_changes_nothing() {
-    let store = fresh_store("late").await;
+async fn a_late_event_of_an_older_attempt_changes_nothing(store: TraceStore) {
     let done = apply_all(
         &store,
         &[
@@ -131,9 +128,7 @@ async fn a_late_event_of_an_older_attempt_changes_nothing() {
     );
 }
 
-#[tokio::test]
-async fn an_event_before_its_job_message_still_gets_the_job_fields() {
-    let store = fresh_store("early").await;
+async fn an_event_before_its_job_message_still_gets_the_job_fields(store: TraceStore) {
     let doc = apply_all(
         &store,
         &[
@@ -154,9 +149,7 @@ async fn an_event_before_its_job_message_still_gets_the_job_fields() {
     assert_eq!(doc.created_at, Some(at(0)));
 }
 
-#[tokio::test]
-async fn values_are_stored_as_data_never_as_expressions() {
-    let store = fresh_store("literal").await;
+async fn values_are_stored_as_data_never_as_expressions(store: TraceStore) {
     let change = Change::event(
         id("m5"),
         JobStatus::Failed,
@@ -173,8 +166,7 @@ async fn values_are_stored_as_data_never_as_expressions() {
     );
 }
 
-#[tokio::test]
-async fn the_store_agrees_with_the_rules_for_every_arrival_order() {
+async fn the_store_agrees_with_the_rules_for_every_arrival_order(store: TraceStore) {
     let histories: usize = std::env::var("JOBTRACE_HISTORIES")
         .ok()
         .and_then(|n| n.parse().ok())
@@ -188,7 +180,6 @@ async fn the_store_agrees_with_the_rules_for_every_arrival_order() {
     // documents, and without the unique index each write would scan them all. All but the
     // TTL indexes: the histories are dated months ago, and a TTL sweep would delete a
     // trace between two of its writes.
-    let store = fresh_store("converge").await;
     store
         .create_indexes(seed_index_set().into_iter().filter(|index| !index.is_ttl()))
         .await
@@ -250,9 +241,12 @@ async fn the_store_agrees_with_the_rules_for_every_arrival_order() {
     );
 }
 
-#[tokio::test]
-async fn fifty_concurrent_first_writes_make_one_document() {
-    let store = fresh_store("race").await;
+async fn fifty_concurrent_first_writes_make_one_document(store: TraceStore) {
+    // The unique index production has: `cas` inserts a new trace under it.
+    store
+        .create_indexes(seed_index_set().into_iter().filter(|index| !index.is_ttl()))
+        .await
+        .expect("indexes");
     let writers: Vec<_> = (0..50)
         .map(|n| {
             let store = store.clone();
@@ -344,11 +338,12 @@ async fn the_index_set_is_the_seeds() {
 }
 
 #[tokio::test]
-async fn one_status_event_costs_one_database_command() {
+async fn one_status_event_costs_one_pipeline_update() {
     let (store, counter) = counted_store("commands").await;
+    assert_eq!(store.write_strategy(), StoreWrite::Pipeline, "the default");
     store.apply(&job("c1")).await.unwrap();
-    store.ping().await.unwrap();
-    counter.take();
+    store.ready().await.unwrap();
+    assert_eq!(counter.take(), ["update", "find"], "ready() is one find");
     store
         .apply(&event("c1", JobStatus::Processing, 1, 5))
         .await
@@ -368,8 +363,28 @@ async fn one_status_event_costs_one_database_command() {
 }
 
 #[tokio::test]
-async fn a_users_jobs_come_newest_first_with_filters_and_a_total() {
-    let store = fresh_store("list").await;
+async fn one_status_event_costs_a_read_and_a_write_with_cas() {
+    let (store, counter) = counted_store("commands_cas").await;
+    let store = store.with_strategy(StoreWrite::Cas);
+    store.apply(&job("c1")).await.unwrap();
+    assert_eq!(counter.take(), ["find", "insert"], "a first write");
+    store
+        .apply(&event("c1", JobStatus::Processing, 1, 5))
+        .await
+        .unwrap();
+    assert_eq!(counter.take(), ["find", "update"]);
+    store
+        .apply(&event("c1", JobStatus::Processing, 1, 5))
+        .await
+        .unwrap();
+    assert_eq!(
+        counter.take(),
+        ["find"],
+        "a redelivery that changes nothing writes nothing"
+    );
+}
+
+async fn a_users_jobs_come_newest_first_with_filters_and_a_total(store: TraceStore) {
     for n in 0..7_i64 {
         let message_id = format!("u{n}");
         let mut queued = job(&message_id);
@@ -415,3 +430,308 @@ async fn a_users_jobs_come_newest_first_with_filters_and_a_total() {
     };
     assert_eq!(store.list_by_user(&stranger).await.unwrap().total_count, 0);
 }
+
+/// A trace exactly as far as the original system took it: its fields and times, but no
+/// `attempt`, `rank`, `history` or `expire_at`.
+fn legacy_document(message_id: &str, status: JobStatus, rng: &mut StdRng) -> Document {
+    let mut legacy = doc! {
+        "message_id": message_id,
+        "job_type": "property_scrape",
+        "status": status.as_str(),
+        "url": "https://suumo.jp/ms/chuko/nc_1/",
+        "line_user_id": "U0001",
+        "check_only": false,
+        "created_at": at(-600),
+        "updated_at": at(-500),
+        "started_at": Bson::Null,
+        "completed_at": Bson::Null,
+        "error": Bson::Null,
+        "result": Bson::Null,
+    };
+    if status != JobStatus::Queued {
+        legacy.insert("started_at", at(-550 + rng.random_range(0..10)));
+    }
+    if status.is_terminal() {
+        legacy.insert("completed_at", at(-500));
+    }
+    if status == JobStatus::Failed {
+        legacy.insert("error", "legacy failure");
+    }
+    legacy
+}
+
+/// The original's traces move on under the rules from the key their status implies
+/// ([`job_trace::model::TraceKey::implied_by_legacy`]), in the store as in `rules::apply`.
+async fn a_legacy_trace_moves_on_as_the_rules_say(store: TraceStore) {
+    let seed: u64 = rand::rng().random();
+    let mut rng = StdRng::seed_from_u64(seed);
+    for n in 0..60 {
+        let message_id = format!("legacy{n}");
+        let status = JobStatus::ALL[rng.random_range(0..JobStatus::ALL.len())];
+        store
+            .collection()
+            .insert_one(legacy_document(&message_id, status, &mut rng))
+            .await
+            .unwrap();
+        let start = store.get(&id(&message_id)).await.unwrap().unwrap();
+        assert_eq!((start.attempt, start.rank), (None, None));
+        let history = random_history(&mut rng, id(&message_id));
+        let order = arrival_order(&mut rng, &history, &id(&message_id));
+        let expected = order
+            .iter()
+            .fold(start.clone(), |doc, change| rules::apply(Some(&doc), change));
+        let stored = apply_all(&store, &order).await;
+        assert_eq!(
+            stored, expected,
+            "a legacy {status} trace (seed {seed}) after {order:#?}"
+        );
+        let terminal = status.is_terminal();
+        let late_processing = rules::apply(
+            Some(&start),
+            &event(&message_id, JobStatus::Processing, 1, 9_999),
+        );
+        assert_eq!(
+            late_processing.status == status,
+            terminal || status == JobStatus::Processing,
+            "a redelivered processing@1 moves only a queued legacy trace"
+        );
+    }
+}
+
+/// A store of its own whose duplicate-key answers come disguised (see [`disguise`]).
+async fn disguised_store(write: StoreWrite) -> (TraceStore, disguise::Proxy) {
+    let database = Database::shared();
+    let proxy = disguise::Proxy::start(database.port).await;
+    let mut config = database.config(&unique_name("disguised"));
+    config.mongo_uri = proxy.uri();
+    config.store_write = write;
+    let disguised = TraceStore::connect(&config).await.unwrap();
+    disguised
+        .create_indexes(seed_index_set().into_iter().filter(|index| !index.is_ttl()))
+        .await
+        .unwrap();
+    (disguised, proxy)
+}
+
+/// A duplicate key answered with another code and text (as Firestore may answer)
+/// still ends in one document, with every racing write recorded. `cas` only: the
+/// pipeline's upserts never race on SecantusDB, which runs them one at a time.
+#[tokio::test]
+async fn a_duplicate_key_under_another_code_still_makes_one_document() {
+    let (disguised, proxy) = disguised_store(StoreWrite::Cas).await;
+    // A race is not lost on demand: race until one was (and was disguised).
+    for round in 0..20 {
+        let message_id = format!("disguised{round}");
+        let writers: Vec<_> = (0..30)
+            .map(|n| {
+                let store = disguised.clone();
+                let change = event(&message_id, JobStatus::Processing, 1, n);
+                tokio::spawn(async move { store.apply(&change).await })
+            })
+            .collect();
+        for writer in writers {
+            writer.await.unwrap().expect("every racing write succeeds");
+        }
+        let count = disguised
+            .collection()
+            .count_documents(doc! { "message_id": &message_id })
+            .await
+            .unwrap();
+        assert_eq!(count, 1, "round {round}");
+        let doc = disguised.get(&id(&message_id)).await.unwrap().unwrap();
+        assert_eq!(doc.history.len(), 30, "every write is in the trace");
+        if proxy.disguised() > 0 {
+            return;
+        }
+    }
+    panic!("no first write lost a race in 20 rounds: the test proved nothing");
+}
+
+/// A first write that fails with an error nobody can read as a duplicate, while no trace
+/// exists, is an error (the writer answers 503 and Pub/Sub redelivers), never a success.
+/// A second unique index (on `url`) makes such a failure on demand.
+async fn an_unreadable_first_write_failure_is_an_error(store: TraceStore) {
+    let (disguised, proxy) = disguised_store(store.write_strategy()).await;
+    let unique_url = IndexSpec {
+        name: "url_unique".into(),
+        fields: vec![("url", Direction::Ascending)],
+        unique: true,
+        ttl_seconds: None,
+        partial_filter: None,
+    };
+    disguised.create_indexes([unique_url]).await.unwrap();
+    disguised.apply(&job("first")).await.unwrap();
+    let error = disguised
+        .apply(&job("second"))
+        .await
+        .expect_err("a failed write is not a success");
+    assert!(
+        matches!(error, StoreError::Database(_)),
+        "a database error, answered 503: {error:?}"
+    );
+    assert!(proxy.disguised() > 0, "the duplicate came disguised");
+    assert_eq!(disguised.get(&id("second")).await.unwrap(), None);
+}
+
+/// A TCP proxy in front of the database that disguises its duplicate-key answers: code
+/// 11000 becomes 3, and no text says "duplicate" or "E11000" any more (same lengths,
+/// so the wire frames stay valid).
+mod disguise {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    pub struct Proxy {
+        port: u16,
+        disguised: Arc<AtomicUsize>,
+    }
+
+    fn replace(bytes: &mut [u8], from: &[u8], to: &[u8]) -> usize {
+        let mut found = 0;
+        let mut at = 0;
+        while at + from.len() <= bytes.len() {
+            if &bytes[at..at + from.len()] == from {
+                bytes[at..at + from.len()].copy_from_slice(to);
+                found += 1;
+                at += from.len();
+            } else {
+                at += 1;
+            }
+        }
+        found
+    }
+
+    fn code(kind: u8, value: i64) -> Vec<u8> {
+        let mut bytes = vec![kind];
+        bytes.extend_from_slice(b"code\0");
+        match kind {
+            0x10 => bytes.extend_from_slice(&(value as i32).to_le_bytes()),
+            _ => bytes.extend_from_slice(&value.to_le_bytes()),
+        }
+        bytes
+    }
+
+    fn disguise(message: &mut [u8]) -> usize {
+        replace(message, &code(0x10, 11000), &code(0x10, 3))
+            + replace(message, &code(0x12, 11000), &code(0x12, 3))
+            + replace(message, b"uplicate", b"nhandled")
+            + replace(message, b"UPLICATE", b"NHANDLED")
+            + replace(message, b"E11000", b"E00003")
+    }
+
+    async fn answers(mut server: tokio::net::tcp::OwnedReadHalf, mut client: tokio::net::tcp::OwnedWriteHalf, count: Arc<AtomicUsize>) -> std::io::Result<()> {
+        loop {
+            let mut length = [0u8; 4];
+            server.read_exact(&mut length).await?;
+            let total = i32::from_le_bytes(length) as usize;
+            let mut message = vec![0u8; total];
+            message[..4].copy_from_slice(&length);
+            server.read_exact(&mut message[4..]).await?;
+            if disguise(&mut message[4..]) > 0 {
+                count.fetch_add(1, Ordering::Relaxed);
+            }
+            client.write_all(&message).await?;
+        }
+    }
+
+    impl Proxy {
+        pub async fn start(database_port: u16) -> Proxy {
+            let listener = TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let disguised = Arc::new(AtomicUsize::new(0));
+            let count = disguised.clone();
+            tokio::spawn(async move {
+                while let Ok((client, _)) = listener.accept().await {
+                    let Ok(server) = TcpStream::connect(("127.0.0.1", database_port)).await else {
+                        continue;
+                    };
+                    let (mut client_read, client_write) = client.into_split();
+                    let (server_read, mut server_write) = server.into_split();
+                    tokio::spawn(async move {
+                        let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
+                    });
+                    tokio::spawn(answers(server_read, client_write, count.clone()));
+                }
+            });
+            Proxy { port, disguised }
+        }
+
+        pub fn uri(&self) -> String {
+            format!("mongodb://127.0.0.1:{}/?directConnection=true", self.port)
+        }
+
+        /// How many answers were disguised.
+        pub fn disguised(&self) -> usize {
+            self.disguised.load(Ordering::Relaxed)
+        }
+    }
+}
+
+/// Both strategies leave the same trace, and only they differ in `revision`: the
+/// pipeline counts every write, `cas` only those that change the trace.
+async fn both_strategies_maintain_the_revision(store: TraceStore) {
+    let changes = [
+        job("r1"),
+        event("r1", JobStatus::Processing, 1, 5),
+        event("r1", JobStatus::Processing, 1, 5),
+    ];
+    apply_all(&store, &changes).await;
+    let raw = store
+        .collection()
+        .find_one(doc! { "message_id": "r1" })
+        .await
+        .unwrap()
+        .unwrap();
+    let expected = match store.write_strategy() {
+        StoreWrite::Pipeline => 3,
+        StoreWrite::Cas => 2,
+    };
+    assert_eq!(raw.get_i64(REVISION), Ok(expected), "{raw:?}");
+}
+
+/// One fresh database per test and strategy (database names are short).
+async fn store_for(test: &str, write: StoreWrite) -> TraceStore {
+    let prefix: String = test.chars().take(20).collect();
+    fresh_store(&format!("{}_{prefix}", write.as_str()))
+        .await
+        .with_strategy(write)
+}
+
+macro_rules! for_each_strategy {
+    ($($test:ident),* $(,)?) => {
+        mod pipeline {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    let store = super::store_for(stringify!($test), super::StoreWrite::Pipeline).await;
+                    super::$test(store).await;
+                }
+            )*
+        }
+        mod cas {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    let store = super::store_for(stringify!($test), super::StoreWrite::Cas).await;
+                    super::$test(store).await;
+                }
+            )*
+        }
+    };
+}
+
+for_each_strategy!(
+    a_redelivered_processing_after_success_leaves_success,
+    a_failed_attempt_is_reopened_by_the_next_attempt,
+    a_late_event_of_an_older_attempt_changes_nothing,
+    an_event_before_its_job_message_still_gets_the_job_fields,
+    values_are_stored_as_data_never_as_expressions,
+    the_store_agrees_with_the_rules_for_every_arrival_order,
+    fifty_concurrent_first_writes_make_one_document,
+    a_users_jobs_come_newest_first_with_filters_and_a_total,
+    a_legacy_trace_moves_on_as_the_rules_say,
+    an_unreadable_first_write_failure_is_an_error,
+    both_strategies_maintain_the_revision,
+);

@@ -279,6 +279,7 @@ async fn unreachable_store(timeout_seconds: f64) -> TraceStore {
         collection_job_traces: "job_traces".into(),
         ensure_indexes: false,
         db_timeout_seconds: timeout_seconds,
+        store_write: Default::default(),
     };
     TraceStore::connect(&config).await.expect("lazy store")
 }

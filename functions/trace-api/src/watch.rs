@@ -18,11 +18,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bson::{doc, Document};
-use futures::StreamExt;
+use job_trace::store::{ChangeFeed, Fingerprint};
 use job_trace::TraceStore;
-use mongodb::options::FullDocumentType;
-use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
 use crate::config::ChangeStreams;
@@ -66,8 +63,8 @@ struct Shared {
 struct Slot {
     tx: watch::Sender<u64>,
     users: usize,
-    /// What polling last saw of the document (a hash), `None` when absent or unknown.
-    seen: Option<[u8; 16]>,
+    /// What polling last saw of the document, `None` when absent or unknown.
+    seen: Option<Fingerprint>,
 }
 
 /// Wakes up when the watched trace may have changed. Dropping it unsubscribes.
@@ -183,28 +180,10 @@ impl Inner {
         true
     }
 
-    async fn open_stream(
-        &self,
-    ) -> Result<mongodb::change_stream::ChangeStream<Document>, mongodb::error::Error> {
-        let pipeline = [
-            doc! { "$match": { "operationType": { "$in": ["insert", "update", "replace", "delete"] } } },
-            doc! { "$project": { "operationType": 1, "fullDocument.message_id": 1 } },
-        ];
-        let stream = self
-            .store
-            .collection()
-            .watch()
-            .pipeline(pipeline)
-            .full_document(FullDocumentType::UpdateLookup)
-            .max_await_time(TICK)
-            .await?;
-        Ok(stream.with_type::<Document>())
-    }
-
     /// Follows the stream until it fails, ends, or the task should stop (then `true`).
     async fn follow(
         &self,
-        mut stream: mongodb::change_stream::ChangeStream<Document>,
+        mut feed: ChangeFeed,
         idle_since: &mut Option<Instant>,
     ) -> bool {
         loop {
@@ -212,19 +191,11 @@ impl Inner {
                 return true;
             }
             // The cursor keeps an interrupted getMore and resumes it on the next call.
-            match tokio::time::timeout(TICK, stream.next()).await {
+            match tokio::time::timeout(TICK, feed.next()).await {
                 Err(_) => continue,
-                Ok(Some(Ok(event))) => {
-                    let message_id = event
-                        .get_document("fullDocument")
-                        .ok()
-                        .and_then(|full| full.get_str("message_id").ok());
-                    match message_id {
-                        Some(id) => self.notify(id),
-                        // A delete (TTL), or an update the server could not look up.
-                        None => self.notify_all(),
-                    }
-                }
+                Ok(Some(Ok(Some(message_id)))) => self.notify(&message_id),
+                // A delete (TTL), or an update the server could not look up.
+                Ok(Some(Ok(None))) => self.notify_all(),
                 Ok(Some(Err(error))) => {
                     tracing::warn!(%error, "change stream failed; reopening");
                     return false;
@@ -237,49 +208,22 @@ impl Inner {
         }
     }
 
-    /// One polling round: one `find` per [`POLL_CHUNK`] watched ids, bounded by the
+    /// One polling round: one query per [`POLL_CHUNK`] watched ids, each bounded by the
     /// store's timeout.
     async fn poll_once(&self) {
         let ids: Vec<String> = self.lock().slots.keys().cloned().collect();
         for chunk in ids.chunks(POLL_CHUNK) {
-            let found = tokio::time::timeout(self.store_timeout(), async {
-                let cursor = self
-                    .store
-                    .collection()
-                    .find(doc! { "message_id": { "$in": chunk } })
-                    .await?;
-                cursor
-                    .collect::<Vec<_>>()
-                    .await
-                    .into_iter()
-                    .collect::<Result<Vec<Document>, _>>()
-            })
-            .await;
-            let docs = match found {
-                Ok(Ok(docs)) => docs,
-                Ok(Err(error)) => {
+            let now = match self.store.fingerprints(chunk).await {
+                Ok(now) => now,
+                Err(error) => {
                     tracing::warn!(%error, "polling for changes failed");
                     return;
                 }
-                Err(_) => {
-                    tracing::warn!("polling for changes timed out");
-                    return;
-                }
             };
-            let mut now: HashMap<&str, [u8; 16]> = HashMap::new();
-            for doc in &docs {
-                if let Ok(id) = doc.get_str("message_id") {
-                    let bytes = bson::to_vec(doc).unwrap_or_default();
-                    let digest = Sha256::digest(&bytes);
-                    let mut print = [0u8; 16];
-                    print.copy_from_slice(&digest[..16]);
-                    now.insert(id, print);
-                }
-            }
             let mut shared = self.lock();
             for id in chunk {
                 if let Some(slot) = shared.slots.get_mut(id) {
-                    let print = now.get(id.as_str()).copied();
+                    let print = now.get(id).copied();
                     if print != slot.seen {
                         slot.seen = print;
                         slot.tx.send_modify(|v| *v = v.wrapping_add(1));
@@ -287,10 +231,6 @@ impl Inner {
                 }
             }
         }
-    }
-
-    fn store_timeout(&self) -> Duration {
-        Duration::from_secs(5)
     }
 }
 
@@ -305,7 +245,7 @@ async fn run(inner: Arc<Inner>) {
         let try_stream = inner.streams == ChangeStreams::Auto
             && stream_failed_at.is_none_or(|at| at.elapsed() >= STREAM_RETRY);
         if try_stream {
-            match inner.open_stream().await {
+            match inner.store.change_feed(TICK).await {
                 Ok(stream) => {
                     stream_failed_at = None;
                     inner.set_mode(Mode::Streaming);

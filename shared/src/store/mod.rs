@@ -1,0 +1,457 @@
+//! The MongoDB store. A push is one conditional write that enforces the transition rules
+//! of [`crate::rules::apply`], in one of two ways (`STORE_WRITE`, [`StoreWrite`]):
+//!
+//! * [`pipeline`]: one upsert whose update pipeline applies the rules inside the
+//!   database, so writers on different instances cannot break them and a push costs one
+//!   round trip;
+//! * [`cas`]: read the trace, apply the rules in Rust, write it back only if nobody wrote
+//!   in between (a `revision` field), retrying a lost race. Only plain `find`, `insert`
+//!   and `update` with `$set`, for services that may not run update pipelines.
+//!
+//! Both give the same document for every history (the tests hold them to
+//! [`crate::rules::replay`]); only `revision` may differ, since it counts writes.
+
+pub mod cas;
+pub mod check;
+pub mod pipeline;
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::time::Duration;
+
+use bson::{doc, Bson, Document, RawDocumentBuf};
+use futures::{StreamExt, TryStreamExt};
+use mongodb::change_stream::ChangeStream;
+use mongodb::error::{ErrorKind, WriteFailure};
+use mongodb::options::{ClientOptions, FullDocumentType, IndexOptions};
+use mongodb::{Client, Collection, IndexModel};
+
+pub use crate::config::StoreWrite;
+use crate::config::DatabaseConfig;
+use crate::ids::{LineUserId, MessageId};
+use crate::indexes::{seed_index_set, IndexSpec};
+use crate::model::{JobStatus, JobType, TraceDocument};
+use crate::rules::Change;
+
+/// The field both strategies bump on every write. `cas` conditions its write on it; the
+/// pipeline maintains it too, so that instances of both strategies may write the same
+/// traces during a switch without one overwriting the other's change. Never rendered.
+pub const REVISION: &str = "revision";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("database error: {0}")]
+    Database(#[from] mongodb::error::Error),
+    #[error("stored document is unreadable: {0}")]
+    Corrupt(#[from] bson::de::Error),
+}
+
+/// Filters and page of a user's job list.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserQuery {
+    pub line_user_id: LineUserId,
+    pub statuses: Vec<JobStatus>,
+    pub job_type: Option<JobType>,
+    pub limit: u32,
+    pub skip: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserPage {
+    pub jobs: Vec<TraceDocument>,
+    pub total_count: u64,
+}
+
+#[derive(Clone)]
+pub struct TraceStore {
+    traces: Collection<Document>,
+    timeout: Duration,
+    write: StoreWrite,
+}
+
+/// MongoDB's duplicate-key codes (11001 and 12582 are older servers' forms).
+const DUPLICATE_KEY_CODES: [i32; 3] = [11000, 11001, 12582];
+
+/// Whether a write error says "duplicate key" by code, code name or text. Services that
+/// speak the protocol may answer a unique-index violation with another code (Firestore
+/// says codes "may differ"), so the text counts too; and a failed first write that still
+/// says nothing recognisable is settled by reading again ([`TraceStore::exists`]).
+pub fn names_a_duplicate(code: i32, code_name: &str, message: &str) -> bool {
+    let message = message.to_ascii_lowercase();
+    DUPLICATE_KEY_CODES.contains(&code)
+        || code_name.eq_ignore_ascii_case("DuplicateKey")
+        || message.contains("duplicate key")
+        || message.contains("e11000")
+        || message.contains("already exists")
+}
+
+/// The code, code name and text of a server-side write or command error.
+fn server_error_parts(error: &mongodb::error::Error) -> Option<(i32, &str, &str)> {
+    match error.kind.as_ref() {
+        ErrorKind::Write(WriteFailure::WriteError(e)) => Some((
+            e.code,
+            e.code_name.as_deref().unwrap_or(""),
+            e.message.as_str(),
+        )),
+        ErrorKind::Command(e) => Some((e.code, e.code_name.as_str(), e.message.as_str())),
+        ErrorKind::InsertMany(e) => e
+            .write_errors
+            .as_ref()
+            .and_then(|errors| errors.first())
+            .map(|e| {
+                (
+                    e.code,
+                    e.code_name.as_deref().unwrap_or(""),
+                    e.message.as_str(),
+                )
+            }),
+        _ => None,
+    }
+}
+
+pub fn is_duplicate_key(error: &mongodb::error::Error) -> bool {
+    server_error_parts(error)
+        .is_some_and(|(code, name, message)| names_a_duplicate(code, name, message))
+}
+
+/// A hash of a stored document's bytes: equal while the document is unchanged.
+pub type Fingerprint = u64;
+
+/// The collection's changes as a stream of the `message_id`s that changed.
+pub struct ChangeFeed {
+    stream: ChangeStream<Document>,
+}
+
+impl ChangeFeed {
+    /// The next change: `Some(Ok(Some(id)))` when trace `id` changed, `Some(Ok(None))`
+    /// when something changed that cannot be named (a delete, e.g. by TTL), `None` when
+    /// the feed ended. Wait for it under a timeout of your own: the cursor keeps an
+    /// interrupted wait and resumes it on the next call.
+    pub async fn next(&mut self) -> Option<Result<Option<String>, StoreError>> {
+        let event = self.stream.next().await?;
+        Some(
+            event
+                .map(|event| {
+                    event
+                        .get_document("fullDocument")
+                        .ok()
+                        .and_then(|full| full.get_str("message_id").ok())
+                        .map(str::to_owned)
+                })
+                .map_err(StoreError::from),
+        )
+    }
+}
+
+impl TraceStore {
+    /// Builds the client without touching the network: the driver connects lazily, so
+    /// a function starts in milliseconds whatever the database is doing.
+    pub async fn connect(config: &DatabaseConfig) -> Result<Self, StoreError> {
+        let mut options = ClientOptions::parse(&config.mongo_uri).await?;
+        let timeout = config.timeout();
+        options.app_name.get_or_insert_with(|| "job-trace".into());
+        options.server_selection_timeout = Some(timeout);
+        options.connect_timeout.get_or_insert(timeout);
+        Self::with_client(Client::with_options(options)?, config)
+    }
+
+    pub fn with_client(client: Client, config: &DatabaseConfig) -> Result<Self, StoreError> {
+        let traces = client
+            .database(&config.mongo_database)
+            .collection(&config.collection_job_traces);
+        Ok(TraceStore {
+            traces,
+            timeout: config.timeout(),
+            write: config.store_write,
+        })
+    }
+
+    /// The write strategy in use.
+    pub fn write_strategy(&self) -> StoreWrite {
+        self.write
+    }
+
+    /// The same store writing with `write` instead.
+    pub fn with_strategy(&self, write: StoreWrite) -> Self {
+        TraceStore {
+            write,
+            ..self.clone()
+        }
+    }
+
+    /// The bound on every call, `DB_TIMEOUT_SECONDS`.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// The raw client, for tests only: everything else goes through the store's
+    /// operations and their timeout.
+    #[cfg(any(test, feature = "test-support"))]
+    pub fn client(&self) -> &Client {
+        self.traces.client()
+    }
+
+    /// The raw collection, for tests only (see [`TraceStore::client`]).
+    #[cfg(any(test, feature = "test-support"))]
+    pub fn collection(&self) -> &Collection<Document> {
+        &self.traces
+    }
+
+    async fn bounded<T>(
+        &self,
+        work: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        tokio::time::timeout(self.timeout, work)
+            .await
+            .map_err(|_| StoreError::Timeout(self.timeout))?
+    }
+
+    /// Applies one change with the configured strategy, within the store's timeout.
+    pub async fn apply(&self, change: &Change) -> Result<(), StoreError> {
+        match self.write {
+            StoreWrite::Pipeline => self.bounded(self.apply_pipeline(change)).await,
+            StoreWrite::Cas => self.bounded(self.apply_cas(change)).await,
+        }
+    }
+
+    fn filter_of(message_id: &MessageId) -> Document {
+        doc! { "message_id": message_id.as_str() }
+    }
+
+    /// Whether trace `message_id` exists: what settles a failed first write whose error
+    /// does not say why (unbounded; callers are inside [`TraceStore::bounded`]).
+    async fn exists(&self, message_id: &MessageId) -> Result<bool, StoreError> {
+        let found = self
+            .traces
+            .find_one(Self::filter_of(message_id))
+            .projection(doc! { "_id": 1 })
+            .await?;
+        Ok(found.is_some())
+    }
+
+    /// After a first write failed with `error`: `Ok(())` when it lost a race to a
+    /// concurrent first write (a duplicate key, by meaning or because the trace exists
+    /// now), so the caller retries as an update; else the error.
+    async fn settle_failed_first_write(
+        &self,
+        message_id: &MessageId,
+        error: mongodb::error::Error,
+    ) -> Result<(), StoreError> {
+        if is_duplicate_key(&error) {
+            return Ok(());
+        }
+        match self.exists(message_id).await {
+            Ok(true) => {
+                tracing::warn!(%error, "a first write failed but the trace exists now: retrying it as an update");
+                Ok(())
+            }
+            Ok(false) | Err(_) => Err(error.into()),
+        }
+    }
+
+    pub async fn get(&self, message_id: &MessageId) -> Result<Option<TraceDocument>, StoreError> {
+        self.bounded(async {
+            let found = self.traces.find_one(Self::filter_of(message_id)).await?;
+            Ok(found.map(bson::from_document).transpose()?)
+        })
+        .await
+    }
+
+    /// One `aggregate` with `$facet`: the page and the total in one round trip.
+    pub async fn list_by_user(&self, query: &UserQuery) -> Result<UserPage, StoreError> {
+        let mut filter = doc! { "line_user_id": query.line_user_id.as_str() };
+        match query.statuses.as_slice() {
+            [] => {}
+            [one] => {
+                filter.insert("status", one.as_str());
+            }
+            many => {
+                let names: Vec<&str> = many.iter().map(|s| s.as_str()).collect();
+                filter.insert("status", doc! { "$in": names });
+            }
+        }
+        if let Some(job_type) = query.job_type {
+            filter.insert("job_type", job_type.as_str());
+        }
+        let skip = i64::try_from(query.skip).unwrap_or(i64::MAX);
+        let pipeline = vec![
+            doc! { "$match": filter },
+            doc! { "$facet": {
+                "jobs": [
+                    { "$sort": { "created_at": -1, "_id": -1 } },
+                    { "$skip": skip },
+                    { "$limit": i64::from(query.limit) },
+                ],
+                "total": [{ "$count": "n" }],
+            } },
+        ];
+        self.bounded(async {
+            let mut cursor = self.traces.aggregate(pipeline).await?;
+            let Some(facets) = cursor.try_next().await? else {
+                return Ok(UserPage {
+                    jobs: Vec::new(),
+                    total_count: 0,
+                });
+            };
+            let jobs = facets
+                .get_array("jobs")
+                .map(|jobs| jobs.to_vec())
+                .unwrap_or_default()
+                .into_iter()
+                .map(bson::from_bson)
+                .collect::<Result<Vec<TraceDocument>, _>>()?;
+            let total_count = facets
+                .get_array("total")
+                .ok()
+                .and_then(|total| total.first())
+                .and_then(Bson::as_document)
+                .and_then(|total| match total.get("n") {
+                    Some(Bson::Int32(n)) => Some(*n as u64),
+                    Some(Bson::Int64(n)) => Some(*n as u64),
+                    _ => None,
+                })
+                .unwrap_or(0);
+            Ok(UserPage { jobs, total_count })
+        })
+        .await
+    }
+
+    /// Opens the change feed (what long-polls and event streams wait on), within the
+    /// store's timeout. `max_await` bounds each of the server's waits for a change.
+    pub async fn change_feed(&self, max_await: Duration) -> Result<ChangeFeed, StoreError> {
+        let pipeline = [
+            doc! { "$match": { "operationType": { "$in": ["insert", "update", "replace", "delete"] } } },
+            doc! { "$project": { "operationType": 1, "fullDocument.message_id": 1 } },
+        ];
+        self.bounded(async {
+            let stream = self
+                .traces
+                .watch()
+                .pipeline(pipeline)
+                .full_document(FullDocumentType::UpdateLookup)
+                .max_await_time(max_await)
+                .await?;
+            Ok(ChangeFeed {
+                stream: stream.with_type::<Document>(),
+            })
+        })
+        .await
+    }
+
+    /// A fingerprint of each stored trace among `ids` (absent ones are left out), in one
+    /// query within the store's timeout: what polling compares to notice a change.
+    pub async fn fingerprints(
+        &self,
+        ids: &[String],
+    ) -> Result<HashMap<String, Fingerprint>, StoreError> {
+        self.bounded(async {
+            let docs: Vec<RawDocumentBuf> = self
+                .traces
+                .clone_with_type::<RawDocumentBuf>()
+                .find(doc! { "message_id": { "$in": ids } })
+                .await?
+                .try_collect()
+                .await?;
+            Ok(docs
+                .iter()
+                .filter_map(|doc| {
+                    let id = doc.get_str("message_id").ok()?;
+                    let mut hasher = std::hash::DefaultHasher::new();
+                    doc.as_bytes().hash(&mut hasher);
+                    Some((id.to_owned(), hasher.finish()))
+                })
+                .collect())
+        })
+        .await
+    }
+
+    /// Creates the seed's index set; idempotent (an existing identical index is a no-op).
+    pub async fn ensure_indexes(&self) -> Result<(), StoreError> {
+        self.create_indexes(seed_index_set()).await
+    }
+
+    /// Creates `specs`; idempotent like [`TraceStore::ensure_indexes`].
+    pub async fn create_indexes(
+        &self,
+        specs: impl IntoIterator<Item = IndexSpec>,
+    ) -> Result<(), StoreError> {
+        let models = specs
+            .into_iter()
+            .map(|spec| {
+                let options = IndexOptions::builder()
+                    .name(spec.name.clone())
+                    .unique(spec.unique.then_some(true))
+                    .expire_after(spec.ttl_seconds.map(Duration::from_secs))
+                    .partial_filter_expression(spec.partial_filter.clone())
+                    .build();
+                IndexModel::builder()
+                    .keys(spec.keys())
+                    .options(options)
+                    .build()
+            })
+            .collect::<Vec<_>>();
+        self.bounded(async {
+            self.traces.create_indexes(models).await?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Whether the traces collection answers a query now. A `find` on the unique
+    /// `message_id` index for an id no job has, projected to `_id`: cheap everywhere, and
+    /// unlike `ping` on `admin` a command every MongoDB-compatible service runs.
+    pub async fn ready(&self) -> Result<(), StoreError> {
+        self.bounded(async {
+            self.traces
+                .find_one(doc! { "message_id": "" })
+                .projection(doc! { "_id": 1 })
+                .await?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mongodb::error::{Error, WriteError};
+
+    fn write_error(code: i32, code_name: Option<&str>, message: &str) -> Error {
+        let mut fields = doc! { "code": code, "errmsg": message };
+        if let Some(name) = code_name {
+            fields.insert("codeName", name);
+        }
+        let error: WriteError = bson::from_document(fields).unwrap();
+        Error::from(ErrorKind::Write(WriteFailure::WriteError(error)))
+    }
+
+    #[test]
+    fn a_duplicate_key_is_known_by_its_meaning_not_only_its_code() {
+        let mongodb = write_error(
+            11000,
+            Some("DuplicateKey"),
+            "E11000 duplicate key error collection: db.job_traces index: message_id_1",
+        );
+        assert!(is_duplicate_key(&mongodb));
+        let other_code = write_error(
+            3,
+            None,
+            "Duplicate key error: a document with message_id \"m1\" already exists",
+        );
+        assert!(is_duplicate_key(&other_code));
+        let other_code_and_text = write_error(6, Some("ALREADY_EXISTS"), "entity already exists");
+        assert!(is_duplicate_key(&other_code_and_text));
+        let by_name_only = write_error(42, Some("DuplicateKey"), "unique index violated");
+        assert!(is_duplicate_key(&by_name_only));
+        let too_large = write_error(10334, Some("BSONObjectTooLarge"), "object to insert too large");
+        assert!(!is_duplicate_key(&too_large));
+        let not_a_server_error = Error::custom("duplicate key");
+        assert!(
+            !is_duplicate_key(&not_a_server_error),
+            "only the server's answer about the write counts"
+        );
+    }
+}

@@ -1,0 +1,197 @@
+//! `STORE_WRITE=pipeline`: [`crate::rules::apply`] as one update pipeline with upsert,
+//! run inside the database. Each step below is named after the lines of `apply` it
+//! implements, in the same order; the store tests hold the two to the same documents.
+
+use bson::{doc, Bson, Document};
+
+use super::{StoreError, TraceStore, REVISION};
+use crate::indexes::{COMPLETED_TTL_SECONDS, CREATED_TTL_SECONDS};
+use crate::model::{JobStatus, TraceKey};
+use crate::rules::{Change, HISTORY_ATTEMPTS, HISTORY_MAX_ENTRIES};
+
+/// Wraps a value so that the pipeline reads it as data, never as a field path or operator
+/// (an error text such as `"$status"` must stay text).
+fn literal(value: impl Into<Bson>) -> Bson {
+    Bson::Document(doc! { "$literal": value.into() })
+}
+
+fn optional_literal<T: Into<Bson>>(value: Option<T>) -> Bson {
+    value.map_or(Bson::Null, literal)
+}
+
+/// `field`'s stored value, else `value`.
+fn stored_or(field: &str, value: impl Into<Bson>) -> Bson {
+    Bson::Document(doc! { "$ifNull": [format!("${field}"), value.into()] })
+}
+
+/// `rules::stored_key`'s legacy part: the key the stored status implies for a trace
+/// without `attempt`/`rank` (the original system's), through
+/// [`TraceKey::implied_by_legacy`]; `-1` when there is no trace.
+fn implied_by_legacy(pick: fn(TraceKey) -> i64) -> Bson {
+    JobStatus::ALL.iter().rev().fold(Bson::Int64(-1), |otherwise, &status| {
+        Bson::Document(doc! { "$cond": [
+            { "$eq": ["$status", status.as_str()] },
+            pick(TraceKey::implied_by_legacy(status)),
+            otherwise,
+        ] })
+    })
+}
+
+/// apply: `let (old_attempt, old_rank) = stored_key(..)` and
+/// `let applies = (a, r) > (old_attempt, old_rank)`; the history gets the new entry
+/// (`if !history.contains(&entry) { history.push(entry) }`, as a set union).
+fn step_compare_keys(change: &Change) -> Document {
+    let entry = change.history_entry();
+    let entry = doc! {
+        "attempt": entry.attempt,
+        "rank": entry.rank,
+        "status": entry.status.as_str(),
+        "at": entry.at,
+        "error": optional_literal(entry.error),
+    };
+    doc! { "$set": {
+        "_old_attempt": stored_or("attempt", implied_by_legacy(|k| i64::from(k.attempt))),
+        "_old_rank": stored_or("rank", implied_by_legacy(|k| i64::from(k.rank))),
+        "_history": { "$setUnion": [{ "$ifNull": ["$history", []] }, [entry]] },
+    } }
+}
+
+/// The second half of `step_compare_keys` (a `$set` cannot read what it sets).
+fn step_applies(change: &Change) -> Document {
+    let a = i64::from(change.key.attempt);
+    let r = i64::from(change.key.rank);
+    doc! { "$set": { "_applies": { "$or": [
+        { "$gt": [a, "$_old_attempt"] },
+        { "$and": [{ "$eq": [a, "$_old_attempt"] }, { "$gt": [r, "$_old_rank"] }] },
+    ] } } }
+}
+
+/// apply: `base_started`, `resulting_attempt`, `started_at`, `created_at`,
+/// `updated_at`, the history's sort and bounds, the job's fields (`known`), and the
+/// current status with its key, error, result and `completed_at` when `applies`.
+fn step_fields(change: &Change) -> Document {
+    let a = i64::from(change.key.attempt);
+    let r = i32::from(change.key.rank);
+    let t = change.at;
+    let job = change.job.as_ref();
+    let if_applies = |new: Bson, field: &str| -> Bson {
+        Bson::Document(
+            doc! { "$cond": ["$_applies", new, { "$ifNull": [format!("${field}"), Bson::Null] }] },
+        )
+    };
+    // apply: `let base_started = if applies && a > old_attempt { None } else { .. }`.
+    let base_started = doc! {
+        "$cond": [
+            { "$and": ["$_applies", { "$gt": [a, "$_old_attempt"] }] },
+            Bson::Null,
+            { "$ifNull": ["$started_at", Bson::Null] },
+        ]
+    };
+    // apply: `let started_at = if r == 1 && a == resulting_attempt { min(..) } ..`.
+    let started_at = if r == 1 {
+        doc! { "$cond": [
+            { "$eq": [a, { "$cond": ["$_applies", a, "$_old_attempt"] }] },
+            { "$min": [base_started.clone(), t] },
+            base_started,
+        ] }
+    } else {
+        base_started
+    };
+    let completed = if r == 2 {
+        Bson::DateTime(t)
+    } else {
+        Bson::Null
+    };
+    doc! { "$set": {
+        "job_type": stored_or("job_type", optional_literal(job.map(|j| j.job_type.as_str()))),
+        "status": if_applies(literal(change.status.as_str()), "status"),
+        "url": stored_or("url", optional_literal(job.and_then(|j| j.url.clone()))),
+        "line_user_id": stored_or(
+            "line_user_id",
+            optional_literal(job.and_then(|j| j.line_user_id.as_ref().map(|u| u.as_str().to_owned()))),
+        ),
+        "check_only": stored_or("check_only", optional_literal(job.map(|j| j.check_only))),
+        "created_at": { "$min": ["$created_at", t] },
+        "updated_at": { "$max": ["$updated_at", t] },
+        "started_at": started_at,
+        "completed_at": if_applies(completed, "completed_at"),
+        "error": if_applies(optional_literal(change.error.clone()), "error"),
+        "result": if_applies(optional_literal(change.result.clone()), "result"),
+        "attempt": { "$cond": ["$_applies", a, "$attempt"] },
+        "rank": { "$cond": ["$_applies", r, "$rank"] },
+        // apply: `history.sort_by(history_order)`, `retain` the latest attempts, `drain`
+        // the overflow.
+        "history": { "$slice": [
+            { "$filter": {
+                "input": { "$sortArray": {
+                    "input": "$_history",
+                    "sortBy": { "attempt": 1, "rank": 1, "at": 1, "status": 1, "error": 1 },
+                } },
+                "cond": { "$gt": ["$$this.attempt", { "$subtract": [{ "$max": "$_history.attempt" }, HISTORY_ATTEMPTS] }] },
+            } },
+            -(HISTORY_MAX_ENTRIES as i32),
+        ] },
+        REVISION: { "$add": [{ "$ifNull": [format!("${REVISION}"), 0_i64] }, 1_i64] },
+    } }
+}
+
+/// apply: `expire_at: Some(expire_at(created_at, completed_at))`.
+///
+/// Date arithmetic through milliseconds ($toLong/$toDate) rather than `$add` of a date
+/// and a number: SecantusDB's Rust server refuses the latter.
+fn step_expiry() -> Document {
+    doc! { "$set": {
+        "expire_at": { "$min": [
+            { "$toDate": { "$add": [{ "$toLong": "$created_at" }, CREATED_TTL_SECONDS as i64 * 1000] } },
+            { "$cond": [
+                { "$eq": [{ "$type": "$completed_at" }, "date"] },
+                { "$toDate": { "$add": [{ "$toLong": "$completed_at" }, COMPLETED_TTL_SECONDS as i64 * 1000] } },
+                Bson::Null,
+            ] },
+        ] },
+    } }
+}
+
+/// The working fields above are not part of the trace.
+fn step_cleanup() -> Document {
+    doc! { "$unset": ["_old_attempt", "_old_rank", "_applies", "_history"] }
+}
+
+/// The update pipeline for one change: [`crate::rules::apply`], expressed for the server.
+pub fn update_pipeline(change: &Change) -> Vec<Document> {
+    vec![
+        step_compare_keys(change),
+        step_applies(change),
+        step_fields(change),
+        step_expiry(),
+        step_cleanup(),
+    ]
+}
+
+impl TraceStore {
+    /// One `update` command; a second only when a concurrent first write for the same
+    /// `message_id` won the insert (the unique index turns the loser's upsert into a
+    /// duplicate key, and the retry then updates the winner's document).
+    pub(super) async fn apply_pipeline(&self, change: &Change) -> Result<(), StoreError> {
+        let filter = Self::filter_of(&change.message_id);
+        let mut raced = false;
+        loop {
+            let outcome = self
+                .traces
+                .update_one(filter.clone(), update_pipeline(change))
+                .upsert(true)
+                .await;
+            match outcome {
+                Ok(_) => return Ok(()),
+                // One winner per key: after one lost race the update matches, so a second
+                // failure is a real fault.
+                Err(error) if !raced => {
+                    self.settle_failed_first_write(&change.message_id, error)
+                        .await?;
+                    raced = true;
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
+    }
+}
