@@ -6,20 +6,37 @@
 //! recorded is a [`MessageError`] inside [`Outcome::Reject`]: it is acknowledged, since
 //! redelivery would only loop until the dead-letter topic, and it fails the job it names.
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashSet};
 
 use axum::http::HeaderMap;
 use base64::Engine;
-use serde_json::{Map, Value};
+use serde::de::{MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{json, Map, Value};
 
 use crate::ids::{IdError, LineUserId, MessageId};
 use crate::model::{JobStatus, JobType, UnknownStatus};
-use crate::rules::{Change, JobDetails, MAX_ATTEMPT};
+use crate::rules::{Change, JobDetails, MAX_ATTEMPT, MAX_RESULT_BYTES};
 
 /// Pub/Sub's own limit on one message's data.
 pub const MAX_MESSAGE_DATA_BYTES: usize = 10_000_000;
 /// The data, base64-encoded (4/3), plus the envelope and attributes.
 pub const MAX_PUSH_BODY_BYTES: usize = 14 * 1024 * 1024;
+/// What one push may hold at once beyond its body's size: headers, the small values of
+/// one message, and the `result` it builds only when that is under MAX_RESULT_BYTES.
+pub const PUSH_MEMORY_OVERHEAD_BYTES: usize = 1024 * 1024;
+/// The most memory a push with a body of `body_bytes` holds while it is read and
+/// decoded: the body, plus either its chunks while they are collected into one buffer,
+/// or the data decoded from base64 (3/4 of it) beside the unescaped text of a `data` that
+/// writes `/` as `\/`. Nothing else grows with the body: the payload is read in place.
+pub const fn push_memory_bytes(body_bytes: usize) -> usize {
+    3 * body_bytes + PUSH_MEMORY_OVERHEAD_BYTES
+}
+/// [`push_memory_bytes`] of the largest push: what an instance must keep free for each
+/// worst-case push it takes at once (Terraform's `memory` / `concurrency` check it).
+pub const PUSH_MEMORY_BUDGET_BYTES: usize = push_memory_bytes(MAX_PUSH_BODY_BYTES);
 /// Job URLs longer than this are refused.
 pub const MAX_URL_BYTES: usize = 8 * 1024;
 /// Values kept for logging only (subscription, ordering key) are cut to this.
@@ -120,6 +137,16 @@ impl Push {
     }
 }
 
+/// A JSON object whose members stay as received until one is read: the envelope and the
+/// payload are looked at field by field, so the large ones (`data`, `result`) are never
+/// copied into a value tree.
+type RawObject<'a> = BTreeMap<String, &'a RawValue>;
+
+/// A JSON string, borrowed from the input unless it holds escapes.
+#[derive(Deserialize)]
+#[serde(transparent)]
+struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
+
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|value| value.to_str().ok())
 }
@@ -130,10 +157,29 @@ fn parse_time(raw: &str) -> Option<bson::DateTime> {
         .map(|time| bson::DateTime::from_chrono(time.with_timezone(&chrono::Utc)))
 }
 
-fn string_field<'a>(object: &'a Map<String, Value>, names: &[&str]) -> Option<&'a str> {
+/// The member `name` read as a `T`, when it is one.
+fn member<'a, T: Deserialize<'a>>(object: &RawObject<'a>, name: &str) -> Option<T> {
+    let raw: &'a RawValue = object.get(name)?;
+    serde_json::from_str(raw.get()).ok()
+}
+
+/// The member `name` when it is an object; a checked document holds no unreadable object.
+fn object_member<'a>(object: &RawObject<'a>, name: &str) -> Option<RawObject<'a>> {
+    object.get(name).copied().and_then(as_object)
+}
+
+fn as_object(raw: &RawValue) -> Option<RawObject<'_>> {
+    if !raw.get().starts_with('{') {
+        return None;
+    }
+    serde_json::from_str(raw.get()).ok()
+}
+
+fn string_field(object: &RawObject<'_>, names: &[&str]) -> Option<String> {
     names
         .iter()
-        .find_map(|name| object.get(*name).and_then(Value::as_str))
+        .find_map(|name| member::<Text>(object, name))
+        .map(|text| text.0.into_owned())
 }
 
 fn cut_for_log(raw: &str) -> String {
@@ -142,6 +188,13 @@ fn cut_for_log(raw: &str) -> String {
         end -= 1;
     }
     raw[..end].to_owned()
+}
+
+/// Checks that `json` is one JSON value that a [`Value`] could hold (syntax, number
+/// ranges, escapes, nesting limit), without building it; then exposes it raw.
+fn checked(json: &[u8]) -> Result<&RawValue, serde_json::Error> {
+    serde_json::from_slice::<Shape>(json)?;
+    serde_json::from_slice(json)
 }
 
 /// Decodes one push request. `now` is used only for a message that carries no time at all.
@@ -153,16 +206,13 @@ pub fn decode_push(
     if body.len() > MAX_PUSH_BODY_BYTES {
         return Err(EnvelopeError::TooLarge { size: body.len() });
     }
-    let root: Value =
-        serde_json::from_slice(body).map_err(|e| EnvelopeError::NotJson(e.to_string()))?;
-    let Value::Object(root) = root else {
-        return Err(EnvelopeError::NotObject);
-    };
+    let root = checked(body).map_err(|e| EnvelopeError::NotJson(e.to_string()))?;
+    let root = as_object(root).ok_or(EnvelopeError::NotObject)?;
 
     let structured = header(headers, "content-type")
         .is_some_and(|ct| ct.trim_start().starts_with("application/cloudevents+json"));
     let (format, envelope, ce_id, ce_time) = if structured {
-        let Some(Value::Object(data)) = root.get("data") else {
+        let Some(data) = object_member(&root, "data") else {
             return Err(EnvelopeError::MissingCloudEventData);
         };
         (
@@ -174,49 +224,45 @@ pub fn decode_push(
     } else if let Some(ce_id) = header(headers, "ce-id") {
         (
             "cloudevent-binary",
-            &root,
-            Some(ce_id),
-            header(headers, "ce-time"),
+            root,
+            Some(ce_id.to_owned()),
+            header(headers, "ce-time").map(str::to_owned),
         )
     } else {
-        ("wrapped", &root, None, None)
+        ("wrapped", root, None, None)
     };
 
-    let Some(Value::Object(message)) = envelope.get("message") else {
+    let Some(message) = object_member(&envelope, "message") else {
         return Err(EnvelopeError::MissingMessage);
     };
 
-    let pubsub_message_id = match message.get("messageId").or(message.get("message_id")) {
-        Some(Value::String(id)) => Some(id.clone()),
-        Some(Value::Number(id)) => Some(id.to_string()),
-        _ => ce_id.map(str::to_owned),
-    };
-    let publish_time = string_field(message, &["publishTime", "publish_time"])
+    let pubsub_message_id =
+        match member::<Value>(&message, "messageId").or_else(|| member(&message, "message_id")) {
+            Some(Value::String(id)) => Some(id),
+            Some(Value::Number(id)) => Some(id.to_string()),
+            _ => ce_id,
+        };
+    let publish_time = string_field(&message, &["publishTime", "publish_time"])
         .or(ce_time)
-        .and_then(parse_time);
+        .and_then(|raw| parse_time(&raw));
     let meta = PushMeta {
         pubsub_message_id: pubsub_message_id.as_deref().map(cut_for_log),
         publish_time,
-        subscription: string_field(envelope, &["subscription"]).map(cut_for_log),
-        delivery_attempt: envelope
-            .get("deliveryAttempt")
+        subscription: string_field(&envelope, &["subscription"]).map(|s| cut_for_log(&s)),
+        delivery_attempt: member::<Value>(&envelope, "deliveryAttempt")
+            .as_ref()
             .and_then(Value::as_u64)
             .and_then(|n| u32::try_from(n).ok()),
-        ordering_key: string_field(message, &["orderingKey", "ordering_key"]).map(cut_for_log),
+        ordering_key: string_field(&message, &["orderingKey", "ordering_key"])
+            .map(|key| cut_for_log(&key)),
         format,
     };
-    let attributes: BTreeMap<&str, &str> = match message.get("attributes") {
-        Some(Value::Object(attributes)) => attributes
-            .iter()
-            .filter_map(|(k, v)| Some((k.as_str(), v.as_str()?)))
-            .collect(),
-        _ => BTreeMap::new(),
-    };
-    let marked_event = attributes.get("trace_event") == Some(&"status");
+    let marked_event = member::<Map<String, Value>>(&message, "attributes")
+        .is_some_and(|attributes| attributes.get("trace_event") == Some(&json!("status")));
     let at = publish_time.unwrap_or(now);
 
     let outcome = decode_message(
-        message.get("data"),
+        message.get("data").copied(),
         marked_event,
         pubsub_message_id.as_deref(),
         at,
@@ -225,7 +271,7 @@ pub fn decode_push(
 }
 
 fn decode_message(
-    data: Option<&Value>,
+    data: Option<&RawValue>,
     marked_event: bool,
     pubsub_message_id: Option<&str>,
     at: bson::DateTime,
@@ -239,7 +285,14 @@ fn decode_message(
         failed_trace: job.map(|id| Change::rejected(id, at, &format!("message rejected: {error}"))),
         error,
     };
-    let payload = match read_payload(data) {
+    let bytes = match read_data(data) {
+        Ok(bytes) => bytes,
+        Err(error) => {
+            let job = if marked_event { None } else { own_job().ok() };
+            return reject(error, job);
+        }
+    };
+    let payload = match read_payload(&bytes) {
         Ok(payload) => payload,
         Err(error) => {
             let job = if marked_event { None } else { own_job().ok() };
@@ -249,7 +302,7 @@ fn decode_message(
     let is_event =
         marked_event || (payload.contains_key("message_id") && payload.contains_key("status"));
     if is_event {
-        let job = match payload.get("message_id") {
+        let job = match optional(&payload, "message_id") {
             Some(Value::String(raw)) => MessageId::parse(raw.as_str()).ok(),
             _ => None,
         };
@@ -269,35 +322,41 @@ fn decode_message(
     }
 }
 
-fn read_payload(data: Option<&Value>) -> Result<Map<String, Value>, MessageError> {
+/// The message's data, base64-decoded once; the encoded text is borrowed from the body.
+fn read_data(data: Option<&RawValue>) -> Result<Vec<u8>, MessageError> {
     let encoded = match data {
-        None | Some(Value::Null) => return Err(MessageError::MissingData),
-        Some(Value::String(encoded)) => encoded,
-        Some(_) => return Err(bad_field("data", "is not a base64 string")),
+        None => return Err(MessageError::MissingData),
+        Some(raw) if raw.get() == "null" => return Err(MessageError::MissingData),
+        Some(raw) => match serde_json::from_str::<Text>(raw.get()) {
+            Ok(Text(encoded)) => encoded,
+            Err(_) => return Err(bad_field("data", "is not a base64 string")),
+        },
     };
     if encoded.len() / 4 * 3 > MAX_MESSAGE_DATA_BYTES {
         return Err(MessageError::DataTooLarge {
             size: encoded.len() / 4 * 3,
         });
     }
-    let bytes = base64::engine::general_purpose::STANDARD
+    base64::engine::general_purpose::STANDARD
         .decode(encoded.trim())
-        .map_err(|e| MessageError::BadBase64(e.to_string()))?;
-    match serde_json::from_slice(&bytes) {
-        Ok(Value::Object(payload)) => Ok(payload),
-        Ok(_) => Err(MessageError::DataNotObject),
-        Err(e) => Err(MessageError::DataNotJson(e.to_string())),
-    }
+        .map_err(|e| MessageError::BadBase64(e.to_string()))
 }
 
-fn optional<'a>(payload: &'a Map<String, Value>, field: &str) -> Option<&'a Value> {
-    payload.get(field).filter(|value| !value.is_null())
+fn read_payload(bytes: &[u8]) -> Result<RawObject<'_>, MessageError> {
+    let payload = checked(bytes).map_err(|e| MessageError::DataNotJson(e.to_string()))?;
+    as_object(payload).ok_or(MessageError::DataNotObject)
 }
 
-fn optional_string<'a>(
-    payload: &'a Map<String, Value>,
+/// A payload field as a value, absent when missing or null. Only for the small fields;
+/// `result` is read by [`read_result`].
+fn optional(payload: &RawObject<'_>, field: &str) -> Option<Value> {
+    member(payload, field).filter(|value: &Value| !value.is_null())
+}
+
+fn optional_string(
+    payload: &RawObject<'_>,
     field: &'static str,
-) -> Result<Option<&'a str>, MessageError> {
+) -> Result<Option<String>, MessageError> {
     match optional(payload, field) {
         None => Ok(None),
         Some(Value::String(text)) => Ok(Some(text)),
@@ -305,7 +364,146 @@ fn optional_string<'a>(
     }
 }
 
-fn decode_event(payload: &Map<String, Value>, at: bson::DateTime) -> Result<Change, MessageError> {
+/// `result` as the trace will keep it. A result whose compact JSON is certainly over
+/// [`MAX_RESULT_BYTES`] becomes the marker [`crate::rules::bound_result`] would make of it, without
+/// ever being built: built, ten megabytes of small objects take hundreds of MiB. Anything
+/// that may fit is built and bounded as before, and is small.
+fn read_result(raw: &RawValue) -> Result<bson::Bson, MessageError> {
+    if raw.get().len() > MAX_RESULT_BYTES {
+        let shape: Shape = serde_json::from_str(raw.get())
+            .map_err(|e| MessageError::DataNotJson(e.to_string()))?;
+        if shape.exact && shape.bytes > MAX_RESULT_BYTES {
+            return Ok(truncation_marker(shape.bytes));
+        }
+    }
+    let value: Value =
+        serde_json::from_str(raw.get()).map_err(|e| MessageError::DataNotJson(e.to_string()))?;
+    bson::to_bson(&value).map_err(|e| bad_field("result", e.to_string()))
+}
+
+/// What [`crate::rules::bound_result`] puts in place of a result of `bytes` bytes.
+fn truncation_marker(bytes: usize) -> bson::Bson {
+    bson::bson!({ "truncated": true, "original_bytes": bytes as i64 })
+}
+
+/// What serializing a JSON value compactly would give, learned by reading it once
+/// without building it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Shape {
+    /// Bytes of the value's compact JSON ([`Value`]'s `to_string`).
+    bytes: usize,
+    /// `bytes` is also what [`crate::rules::bound_result`] measures (the value's BSON as relaxed
+    /// extended JSON). It is not when a field name repeats (the value keeps the last
+    /// one), when an object of one or two fields has a `$` name (the BSON conversion
+    /// reads `{"$numberLong": "5"}` as a number) or when an integer is beyond `i64` (the
+    /// conversion refuses it): those take the full path.
+    exact: bool,
+}
+
+/// Counts what is written to it.
+struct Counter(usize);
+
+impl std::io::Write for Counter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Bytes of `value` in compact JSON, written by serde_json itself so that escapes and
+/// number formats are exactly those of `Value::to_string`.
+fn json_len<T: serde::Serialize + ?Sized>(value: &T) -> usize {
+    let mut counter = Counter(0);
+    // Writing to a counter cannot fail, and a scalar always serializes.
+    let _ = serde_json::to_writer(&mut counter, value);
+    counter.0
+}
+
+impl Shape {
+    fn scalar(bytes: usize) -> Self {
+        Shape { bytes, exact: true }
+    }
+}
+
+impl<'de> Deserialize<'de> for Shape {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(ShapeVisitor)
+    }
+}
+
+struct ShapeVisitor;
+
+impl<'de> Visitor<'de> for ShapeVisitor {
+    type Value = Shape;
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+        formatter.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, value: bool) -> Result<Shape, E> {
+        Ok(Shape::scalar(if value { 4 } else { 5 }))
+    }
+
+    fn visit_i64<E>(self, value: i64) -> Result<Shape, E> {
+        Ok(Shape::scalar(json_len(&value)))
+    }
+
+    fn visit_u64<E>(self, value: u64) -> Result<Shape, E> {
+        Ok(Shape {
+            bytes: json_len(&value),
+            exact: i64::try_from(value).is_ok(),
+        })
+    }
+
+    fn visit_f64<E>(self, value: f64) -> Result<Shape, E> {
+        Ok(Shape::scalar(json_len(&value)))
+    }
+
+    fn visit_str<E>(self, value: &str) -> Result<Shape, E> {
+        Ok(Shape::scalar(json_len(value)))
+    }
+
+    fn visit_unit<E>(self) -> Result<Shape, E> {
+        Ok(Shape::scalar(4))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Shape, A::Error> {
+        let mut shape = Shape::scalar(2);
+        let mut items = 0;
+        while let Some(item) = seq.next_element::<Shape>()? {
+            shape.bytes += item.bytes + usize::from(items > 0);
+            shape.exact &= item.exact;
+            items += 1;
+        }
+        Ok(shape)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Shape, A::Error> {
+        let mut shape = Shape::scalar(2);
+        let mut names = HashSet::new();
+        let mut dollar = false;
+        while let Some(Text(name)) = map.next_key::<Text>()? {
+            let value = map.next_value::<Shape>()?;
+            shape.bytes +=
+                json_len(name.as_ref()) + 1 + value.bytes + usize::from(!names.is_empty());
+            shape.exact &= value.exact;
+            dollar |= name.starts_with('$');
+            if !names.insert(name) {
+                shape.exact = false;
+            }
+        }
+        if dollar && names.len() <= 2 {
+            shape.exact = false;
+        }
+        Ok(shape)
+    }
+}
+
+fn decode_event(payload: &RawObject<'_>, at: bson::DateTime) -> Result<Change, MessageError> {
     let message_id = match optional(payload, "message_id") {
         None => return Err(MessageError::MissingEventMessageId),
         Some(Value::String(raw)) => {
@@ -334,18 +532,18 @@ fn decode_event(payload: &Map<String, Value>, at: bson::DateTime) -> Result<Chan
     let occurred_at = match optional_string(payload, "occurred_at")? {
         None => at,
         Some(raw) => {
-            parse_time(raw).ok_or_else(|| bad_field("occurred_at", "is not an RFC 3339 time"))?
+            parse_time(&raw).ok_or_else(|| bad_field("occurred_at", "is not an RFC 3339 time"))?
         }
     };
     let error = match optional(payload, "error") {
         None => None,
-        Some(Value::String(text)) => Some(text.clone()),
+        Some(Value::String(text)) => Some(text),
         Some(other) => Some(other.to_string()),
     };
-    let result = optional(payload, "result")
-        .map(bson::to_bson)
-        .transpose()
-        .map_err(|e| bad_field("result", e.to_string()))?;
+    let result = match payload.get("result") {
+        Some(raw) if raw.get() != "null" => Some(read_result(raw)?),
+        _ => None,
+    };
     Ok(Change::event(
         message_id,
         status,
@@ -356,9 +554,9 @@ fn decode_event(payload: &Map<String, Value>, at: bson::DateTime) -> Result<Chan
     ))
 }
 
-fn decode_job(payload: &Map<String, Value>) -> Result<JobDetails, MessageError> {
+fn decode_job(payload: &RawObject<'_>) -> Result<JobDetails, MessageError> {
     let url = optional_string(payload, "url")?;
-    if let Some(url) = url {
+    if let Some(url) = &url {
         if url.len() > MAX_URL_BYTES {
             return Err(bad_field(
                 "url",
@@ -372,7 +570,7 @@ fn decode_job(payload: &Map<String, Value>) -> Result<JobDetails, MessageError> 
         .map_err(|e| bad_field("line_user_id", e.to_string()))?;
     let check_only = match optional(payload, "check_only") {
         None => false,
-        Some(Value::Bool(flag)) => *flag,
+        Some(Value::Bool(flag)) => flag,
         Some(_) => return Err(bad_field("check_only", "is not a boolean")),
     };
     Ok(JobDetails {
@@ -381,7 +579,7 @@ fn decode_job(payload: &Map<String, Value>) -> Result<JobDetails, MessageError> 
         } else {
             JobType::BatchCheck
         },
-        url: url.map(str::to_owned),
+        url,
         line_user_id,
         check_only,
     })
