@@ -39,6 +39,14 @@ export function isTerminal(status) {
 
 /**
  * A job's trace, exactly as trace-api renders it.
+ * @typedef {object} JobProgress
+ * @property {number} done
+ * @property {number} total
+ * @property {string | null} note
+ * @property {string} at RFC 3339 UTC, when the worker reported it
+ */
+
+/**
  * @typedef {object} JobTrace
  * @property {string | null} id
  * @property {string} message_id
@@ -52,6 +60,7 @@ export function isTerminal(status) {
  * @property {string | null} completed_at
  * @property {string | null} error
  * @property {object | null} result
+ * @property {JobProgress} [progress] only while the current attempt runs and has reported
  * @property {string | null} [job_type] with `includeHistory` only
  * @property {number | null} [attempt] with `includeHistory` only
  * @property {string | null} [expire_at] with `includeHistory` only

@@ -138,6 +138,37 @@ pub struct HistoryEntry {
     pub error: Option<String>,
 }
 
+/// The progress report a trace keeps ([`crate::rules::apply`]): the greatest, by
+/// [`StoredProgress::order`], of those still admissible under the trace's key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredProgress {
+    pub attempt: i64,
+    pub at: bson::DateTime,
+    pub done: i64,
+    pub total: i64,
+    pub note: Option<String>,
+}
+
+impl StoredProgress {
+    /// `(attempt, at, done, total, note)`: total, so the kept report is the same in any
+    /// arrival order; the pipeline compares field by field in this order.
+    pub fn order(&self) -> (i64, bson::DateTime, i64, i64, Option<&str>) {
+        (
+            self.attempt,
+            self.at,
+            self.done,
+            self.total,
+            self.note.as_deref(),
+        )
+    }
+
+    /// Whether a trace at `(attempt, rank)` may still take this report: a later attempt,
+    /// or the current one while it has not finished.
+    pub fn admissible(&self, (attempt, rank): (i64, i32)) -> bool {
+        self.attempt > attempt || (self.attempt == attempt && rank < 2)
+    }
+}
+
 /// The stored trace. Every field but `_id` is written by [`crate::store`]'s update
 /// pipeline; fields may be missing in documents written by the original system, so
 /// reading is lenient and rendering turns anything absent into `null`.
@@ -177,6 +208,8 @@ pub struct TraceDocument {
     pub history: Vec<HistoryEntry>,
     #[serde(default)]
     pub expire_at: Option<bson::DateTime>,
+    #[serde(default)]
+    pub progress: Option<StoredProgress>,
 }
 
 /// RFC 3339, UTC, milliseconds, `Z`: `2023-06-01T12:34:56.789Z`.
@@ -207,10 +240,22 @@ pub struct TraceView {
     pub error: Option<String>,
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub result: Option<serde_json::Value>,
+    /// Only while the current attempt runs and has reported progress: the seed's body
+    /// for every other trace stays as it was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub progress: Option<ProgressView>,
     /// Only with `?include=history`: what the seed's body does not carry.
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(value_type = TraceDetails))]
     pub details: Option<TraceDetails>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ProgressView {
+    pub done: i64,
+    pub total: i64,
+    pub note: Option<String>,
+    pub at: String,
 }
 
 /// The fields behind `?include=history`.
@@ -256,6 +301,16 @@ impl TraceDocument {
                 .clone()
                 .filter(|result| !matches!(result, bson::Bson::Null))
                 .map(bson::Bson::into_relaxed_extjson),
+            progress: self
+                .progress
+                .as_ref()
+                .filter(|p| Some(p.attempt) == self.attempt && !self.status.is_terminal())
+                .map(|p| ProgressView {
+                    done: p.done,
+                    total: p.total,
+                    note: p.note.clone(),
+                    at: render_time(p.at),
+                }),
             details: with_details.then(|| TraceDetails {
                 job_type: self.job_type,
                 attempt: self.attempt,

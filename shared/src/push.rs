@@ -18,7 +18,7 @@ use serde_json::{json, Map, Value};
 
 use crate::ids::{IdError, LineUserId, MessageId};
 use crate::model::{JobStatus, JobType, UnknownStatus};
-use crate::rules::{Change, JobDetails, MAX_ATTEMPT, MAX_RESULT_BYTES};
+use crate::rules::{Change, JobDetails, MAX_ATTEMPT, MAX_PROGRESS_TOTAL, MAX_RESULT_BYTES};
 
 pub mod encode;
 
@@ -308,9 +308,12 @@ fn decode_message(
             Some(Value::String(raw)) => MessageId::parse(raw.as_str()).ok(),
             _ => None,
         };
+        // A bad progress report is dropped, never turned into a failed trace: progress
+        // never changes a status.
+        let progress = optional(&payload, "status") == Some(json!(PROGRESS_STATUS));
         match decode_event(&payload, at) {
             Ok(change) => Outcome::Record(change),
-            Err(error) => reject(error, job),
+            Err(error) => reject(error, job.filter(|_| !progress)),
         }
     } else {
         let job = match own_job() {
@@ -505,38 +508,93 @@ impl<'de> Visitor<'de> for ShapeVisitor {
     }
 }
 
-fn decode_event(payload: &RawObject<'_>, at: bson::DateTime) -> Result<Change, MessageError> {
-    let message_id = match optional(payload, "message_id") {
-        None => return Err(MessageError::MissingEventMessageId),
+fn event_message_id(payload: &RawObject<'_>) -> Result<MessageId, MessageError> {
+    match optional(payload, "message_id") {
+        None => Err(MessageError::MissingEventMessageId),
         Some(Value::String(raw)) => {
-            MessageId::parse(raw.as_str()).map_err(|e| bad_field("message_id", e.to_string()))?
+            MessageId::parse(raw.as_str()).map_err(|e| bad_field("message_id", e.to_string()))
         }
-        Some(_) => return Err(bad_field("message_id", "is not a string")),
-    };
-    let status: JobStatus = optional_string(payload, "status")?
-        .ok_or(MessageError::MissingStatus)?
-        .parse()?;
-    if status == JobStatus::Queued {
-        return Err(MessageError::QueuedEvent);
+        Some(_) => Err(bad_field("message_id", "is not a string")),
     }
-    let attempt = match optional(payload, "attempt") {
-        None => 1,
+}
+
+fn event_attempt(payload: &RawObject<'_>) -> Result<u32, MessageError> {
+    match optional(payload, "attempt") {
+        None => Ok(1),
         Some(value) => value
             .as_u64()
             .filter(|n| (1..=u64::from(MAX_ATTEMPT)).contains(n))
+            .map(|n| n as u32)
             .ok_or_else(|| {
                 bad_field(
                     "attempt",
                     format!("must be a whole number from 1 to {MAX_ATTEMPT}"),
                 )
-            })? as u32,
-    };
-    let occurred_at = match optional_string(payload, "occurred_at")? {
-        None => at,
+            }),
+    }
+}
+
+fn event_time(payload: &RawObject<'_>, at: bson::DateTime) -> Result<bson::DateTime, MessageError> {
+    match optional_string(payload, "occurred_at")? {
+        None => Ok(at),
         Some(raw) => {
-            parse_time(&raw).ok_or_else(|| bad_field("occurred_at", "is not an RFC 3339 time"))?
+            parse_time(&raw).ok_or_else(|| bad_field("occurred_at", "is not an RFC 3339 time"))
         }
+    }
+}
+
+/// The status a progress report carries; it is no [`JobStatus`], since it changes none.
+pub const PROGRESS_STATUS: &str = "progress";
+
+/// A progress report: `done` and `total` whole numbers with
+/// `0 <= done <= total <= MAX_PROGRESS_TOTAL`, `note` an optional text.
+fn decode_progress(payload: &RawObject<'_>, at: bson::DateTime) -> Result<Change, MessageError> {
+    let message_id = event_message_id(payload)?;
+    let attempt = event_attempt(payload)?;
+    let occurred_at = event_time(payload, at)?;
+    let count = |field: &'static str| -> Result<i64, MessageError> {
+        optional(payload, field)
+            .ok_or_else(|| bad_field(field, "is missing"))?
+            .as_i64()
+            .filter(|n| (0..=MAX_PROGRESS_TOTAL).contains(n))
+            .ok_or_else(|| {
+                bad_field(
+                    field,
+                    format!("must be a whole number from 0 to {MAX_PROGRESS_TOTAL}"),
+                )
+            })
     };
+    let total = count("total")?;
+    let done = count("done")?;
+    if done > total {
+        return Err(bad_field(
+            "done",
+            format!("is {done}, more than total {total}"),
+        ));
+    }
+    let note = optional_string(payload, "note")?;
+    Ok(Change::progress(
+        message_id,
+        attempt,
+        occurred_at,
+        done,
+        total,
+        note,
+    ))
+}
+
+fn decode_event(payload: &RawObject<'_>, at: bson::DateTime) -> Result<Change, MessageError> {
+    let message_id = event_message_id(payload)?;
+    let raw_status = optional_string(payload, "status")?.ok_or(MessageError::MissingStatus)?;
+    if raw_status == PROGRESS_STATUS {
+        return decode_progress(payload, at);
+    }
+    let status: JobStatus = raw_status.parse()?;
+    if status == JobStatus::Queued {
+        return Err(MessageError::QueuedEvent);
+    }
+    let attempt = event_attempt(payload)?;
+    let occurred_at = event_time(payload, at)?;
     let error = match optional(payload, "error") {
         None => None,
         Some(Value::String(text)) => Some(text),

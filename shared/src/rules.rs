@@ -7,7 +7,7 @@
 use std::cmp::Ordering;
 
 use crate::ids::{LineUserId, MessageId};
-use crate::model::{HistoryEntry, JobStatus, JobType, TraceDocument, TraceKey};
+use crate::model::{HistoryEntry, JobStatus, JobType, StoredProgress, TraceDocument, TraceKey};
 
 /// How many attempts the history keeps (the latest ones).
 pub const HISTORY_ATTEMPTS: i64 = 5;
@@ -20,6 +20,8 @@ pub const MAX_ERROR_BYTES: usize = 2048;
 pub const MAX_RESULT_BYTES: usize = 64 * 1024;
 /// The highest attempt number accepted from a worker.
 pub const MAX_ATTEMPT: u32 = 10_000;
+/// The highest `total` (and so `done`) a progress report may carry.
+pub const MAX_PROGRESS_TOTAL: i64 = 1_000_000_000;
 
 const DAY_MILLIS: i64 = 24 * 60 * 60 * 1000;
 const CREATED_TTL_MILLIS: i64 = crate::indexes::CREATED_TTL_SECONDS as i64 * 1000;
@@ -46,6 +48,9 @@ pub struct Change {
     pub job: Option<JobDetails>,
     pub error: Option<String>,
     pub result: Option<bson::Bson>,
+    /// A progress report: then `key`, `status`, `error` and `result` mean nothing, since
+    /// progress never changes a status ([`apply`] takes its own path).
+    pub progress: Option<StoredProgress>,
 }
 
 impl Change {
@@ -62,6 +67,7 @@ impl Change {
             job: Some(job),
             error: None,
             result: None,
+            progress: None,
         }
     }
 
@@ -85,6 +91,37 @@ impl Change {
             job: None,
             error: error.map(|text| bound_error(&text)),
             result: result.map(bound_result),
+            progress: None,
+        }
+    }
+
+    /// A worker's progress report for `attempt`; `note` is cut like an error.
+    pub fn progress(
+        message_id: MessageId,
+        attempt: u32,
+        at: bson::DateTime,
+        done: i64,
+        total: i64,
+        note: Option<String>,
+    ) -> Self {
+        Change {
+            message_id,
+            key: TraceKey {
+                attempt,
+                rank: JobStatus::Processing.rank(),
+            },
+            status: JobStatus::Processing,
+            at,
+            job: None,
+            error: None,
+            result: None,
+            progress: Some(StoredProgress {
+                attempt: i64::from(attempt),
+                at,
+                done,
+                total,
+                note: note.map(|text| bound_error(&text)),
+            }),
         }
     }
 
@@ -103,6 +140,7 @@ impl Change {
             job: None,
             error: Some(bound_error(reason)),
             result: None,
+            progress: None,
         }
     }
 
@@ -198,11 +236,14 @@ pub fn stored_key(doc: &TraceDocument) -> (i64, i32) {
 /// The store runs the same steps: `store::pipeline` as one update pipeline whose steps
 /// are named after the lines here, `store::cas` by calling this function.
 pub fn apply(current: Option<&TraceDocument>, change: &Change) -> TraceDocument {
+    if let Some(report) = &change.progress {
+        return apply_progress(current, change, report);
+    }
     let t = change.at;
     let a = i64::from(change.key.attempt);
     let r = i32::from(change.key.rank);
     // pipeline: step_compare_keys, step_applies.
-    let (old_attempt, old_rank) = current.map_or((-1, -1), stored_key);
+    let (old_attempt, old_rank) = current.map_or(NO_STATUS_YET, stored_key);
     let applies = a > old_attempt || (a == old_attempt && r > old_rank);
 
     // pipeline: step_fields.
@@ -255,7 +296,7 @@ pub fn apply(current: Option<&TraceDocument>, change: &Change) -> TraceDocument 
         ),
     };
 
-    TraceDocument {
+    let mut next = TraceDocument {
         id: current.and_then(|doc| doc.id),
         message_id: change.message_id.as_str().to_owned(),
         job_type: current
@@ -281,7 +322,57 @@ pub fn apply(current: Option<&TraceDocument>, change: &Change) -> TraceDocument 
         history,
         // pipeline: step_expiry.
         expire_at: Some(expire_at(created_at, completed_at)),
-    }
+        progress: current.and_then(|doc| doc.progress.clone()),
+    };
+    // pipeline: step_drop_progress.
+    let key = stored_key(&next);
+    next.progress = next.progress.take().filter(|p| p.admissible(key));
+    next
+}
+
+/// The key of a trace that only has progress reports: below every status change, as if
+/// absent, so that the order of a report and the first status does not matter.
+pub const NO_STATUS_YET: (i64, i32) = (-1, -1);
+
+/// A progress report reaching `current`: only the times and the kept report can change
+/// (pipeline: `progress_pipeline`).
+fn apply_progress(
+    current: Option<&TraceDocument>,
+    change: &Change,
+    report: &StoredProgress,
+) -> TraceDocument {
+    let t = change.at;
+    let mut next = current.cloned().unwrap_or_else(|| TraceDocument {
+        id: None,
+        message_id: change.message_id.as_str().to_owned(),
+        job_type: None,
+        status: JobStatus::Queued,
+        url: None,
+        line_user_id: None,
+        check_only: None,
+        created_at: None,
+        updated_at: None,
+        started_at: None,
+        completed_at: None,
+        error: None,
+        result: None,
+        attempt: Some(NO_STATUS_YET.0),
+        rank: Some(NO_STATUS_YET.1),
+        history: Vec::new(),
+        expire_at: None,
+        progress: None,
+    });
+    let created_at = next.created_at.map_or(t, |created| created.min(t));
+    next.created_at = Some(created_at);
+    next.updated_at = Some(next.updated_at.map_or(t, |updated| updated.max(t)));
+    next.expire_at = Some(expire_at(created_at, next.completed_at));
+    let key = stored_key(&next);
+    next.progress = [next.progress.take(), Some(report.clone())]
+        .into_iter()
+        .flatten()
+        .filter(|p| p.admissible(key))
+        .max_by(|a, b| a.order().cmp(&b.order()));
+    next
 }
 
 /// Applies `changes` in order to an absent trace.
@@ -434,6 +525,86 @@ mod tests {
             JobStatus::Failed,
             "a legacy queued job is stopped by a rejection like any queued one"
         );
+    }
+
+    fn progress(attempt: u32, seconds: i64, done: i64) -> Change {
+        Change::progress(
+            id(),
+            attempt,
+            at(seconds),
+            done,
+            10,
+            Some(format!("{done} of 10")),
+        )
+    }
+
+    fn shown(doc: &TraceDocument) -> Option<(i64, Option<String>)> {
+        doc.view(false).progress.map(|p| (p.done, p.note))
+    }
+
+    #[test]
+    fn progress_of_the_running_attempt_shows_and_never_changes_its_status() {
+        let running = replay(&[job(), event(JobStatus::Processing, 1, 5)]).unwrap();
+        let late_first = replay(&[
+            job(),
+            event(JobStatus::Processing, 1, 5),
+            progress(1, 9, 7),
+            progress(1, 8, 3),
+        ])
+        .unwrap();
+        assert_eq!(shown(&late_first), Some((7, Some("7 of 10".into()))));
+        assert_eq!(late_first.status, JobStatus::Processing);
+        assert_eq!(
+            late_first.history, running.history,
+            "progress is no history"
+        );
+        assert_eq!(late_first.updated_at, Some(at(9)));
+        assert_eq!(late_first.started_at, running.started_at);
+    }
+
+    #[test]
+    fn progress_never_reopens_a_finished_attempt() {
+        let done = replay(&[
+            job(),
+            event(JobStatus::Processing, 1, 5),
+            progress(1, 6, 4),
+            event(JobStatus::Success, 1, 40),
+        ])
+        .unwrap();
+        assert_eq!(done.progress, None, "success drops the attempt's progress");
+        let late = apply(Some(&done), &progress(1, 30, 9));
+        assert_eq!(late.status, JobStatus::Success);
+        assert_eq!(late.progress, None);
+        assert_eq!(late.updated_at, Some(at(40)));
+        assert_eq!(shown(&late), None);
+    }
+
+    #[test]
+    fn progress_of_a_later_attempt_waits_until_that_attempt_is_current() {
+        let early = replay(&[job(), event(JobStatus::Failed, 1, 10), progress(2, 25, 5)]).unwrap();
+        assert_eq!(early.status, JobStatus::Failed);
+        assert!(early.progress.is_some(), "kept for attempt 2");
+        assert_eq!(shown(&early), None, "not attempt 1's progress");
+        let current = apply(Some(&early), &event(JobStatus::Processing, 2, 20));
+        assert_eq!(shown(&current), Some((5, Some("5 of 10".into()))));
+    }
+
+    #[test]
+    fn progress_before_any_status_converges_with_every_order() {
+        let changes = [
+            job(),
+            event(JobStatus::Processing, 1, 5),
+            progress(1, 7, 2),
+            progress(1, 9, 6),
+        ];
+        let expected = replay(&changes).unwrap();
+        for order in [[3, 2, 1, 0], [2, 0, 3, 1], [1, 3, 0, 2]] {
+            let doc = replay(order.iter().map(|&i| &changes[i])).unwrap();
+            assert_eq!(doc, expected, "order {order:?}");
+        }
+        let only = replay(&[progress(1, 7, 2)]).unwrap();
+        assert_eq!(stored_key(&only), NO_STATUS_YET);
+        assert_eq!(shown(&only), None);
     }
 
     #[test]

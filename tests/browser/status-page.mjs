@@ -4,10 +4,13 @@
 // Environment: PAGE_URL (trace-api), WRITER_URL (trace-writer), LINE_USER, JOBS (the
 // message ids of the user's processing jobs, comma-separated), PUSHES (a JSON object:
 // message id → the Pub/Sub push body of its terminal status event), EXPECT (message id
-// → the status that push leads to), SCREENSHOT (where to save the picture), CHROMIUM.
+// → the status that push leads to), PROGRESS (message id → `{push, count, note}`: the
+// push of a progress report and what its bar must say), SCREENSHOT (where to save the
+// picture), CHROMIUM.
 //
-// It looks the user up, sees the jobs processing and followed live, publishes the status
-// events through trace-writer, and sees each job change without a reload. Prints
+// It looks the user up, sees the jobs processing and followed live, publishes progress
+// reports and then the status events through trace-writer, and sees each job's bar and
+// then its change without a reload. Prints
 // `ok <what>` lines; any failed check exits non-zero.
 import assert from 'node:assert/strict';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
@@ -20,6 +23,7 @@ const env = process.env;
 const jobs = env.JOBS.split(',');
 const pushes = JSON.parse(env.PUSHES);
 const expect = JSON.parse(env.EXPECT);
+const progress = JSON.parse(env.PROGRESS);
 const say = (line) => process.stdout.write(`${line}\n`);
 
 const profile = mkdtempSync(join(tmpdir(), 'jobtrace-chromium-'));
@@ -94,14 +98,38 @@ try {
     window.__sameDocument = 'still here';
   });
 
-  for (const id of jobs) {
+  const publish = async (push) => {
     const answer = await fetch(env.WRITER_URL, {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
-      body: JSON.stringify(pushes[id]),
+      body: JSON.stringify(push),
     });
     assert.ok(answer.ok, `trace-writer answered ${answer.status}: ${await answer.text()}`);
+  };
+
+  for (const [id, report] of Object.entries(progress)) {
+    await publish(report.push);
+    await page.waitForFunction(
+      ([id, count]) => {
+        const card = [...document.querySelectorAll('li.job')].find((li) => li.dataset.messageId === id);
+        return card?.querySelector('.progress-count')?.textContent === count;
+      },
+      [id, report.count],
+      { timeout: 5_000 },
+    );
+    const card = page.locator(`li.job[data-message-id="${id}"]`);
+    assert.equal(await card.locator('.progress-note').textContent(), report.note);
+    assert.equal(await card.locator('.badge').first().textContent(), 'Processing');
+    const [value, max] = await card.locator('progress').evaluate((bar) => [bar.value, bar.max]);
+    assert.equal(`${value} / ${max}`, report.count.split(' (')[0]);
   }
+  const withoutProgress = jobs.filter((id) => !(id in progress));
+  for (const id of withoutProgress) {
+    assert.equal(await page.locator(`li.job[data-message-id="${id}"] .progress`).count(), 0, `${id} has a bar`);
+  }
+  say(`ok progress shown live for ${Object.keys(progress).length} jobs`);
+
+  for (const id of jobs) await publish(pushes[id]);
   const published = Date.now();
   say('ok published');
 
@@ -133,6 +161,7 @@ try {
     } else {
       assert.equal(await card.locator('.error-text').count(), 0);
     }
+    assert.equal(await card.locator('.progress').count(), 0, 'a finished job shows no progress bar');
     // Finished: no longer followed.
     await page.waitForFunction(
       (id) => [...document.querySelectorAll('li.job')].find((li) => li.dataset.messageId === id)?.dataset.live === '',

@@ -2,7 +2,7 @@
 //! status events over one to three attempts), delivered at least once in any order.
 
 use job_trace::ids::{LineUserId, MessageId};
-use job_trace::model::{JobStatus, JobType, TraceDocument};
+use job_trace::model::{JobStatus, JobType, StoredProgress, TraceDocument};
 use job_trace::rules::{Change, JobDetails};
 use rand::seq::SliceRandom;
 use rand::Rng;
@@ -48,6 +48,23 @@ pub fn random_history(rng: &mut impl Rng, message_id: MessageId) -> History {
                 step(rng),
                 None,
                 None,
+            ));
+        }
+        // Progress reports, some possibly arriving after the attempt ended (a worker's
+        // late report) and some for the next attempt before its `processing`.
+        for _ in 0..rng.random_range(0..=3) {
+            let report_attempt = attempt + u32::from(rng.random_bool(0.1));
+            let total = rng.random_range(0..=40_i64);
+            let note = rng
+                .random_bool(0.5)
+                .then(|| format!("物件 {}", rng.random_range(0..5)));
+            messages.push(Change::progress(
+                message_id.clone(),
+                report_attempt,
+                step(rng),
+                rng.random_range(0..=total),
+                total,
+                note,
             ));
         }
         let terminal = if attempt < attempts {
@@ -113,11 +130,7 @@ pub fn arrival_order(rng: &mut impl Rng, history: &History, message_id: &Message
 /// directly (not through the reducer): the status of the greatest key, its attempt, the
 /// current attempt's times, the earliest and latest times and the job's fields.
 pub fn check_semantics(history: &History, doc: &TraceDocument) -> Result<(), String> {
-    let current = history
-        .messages
-        .iter()
-        .max_by_key(|m| m.key)
-        .expect("a history has messages");
+    let current = current_status(history);
     let job = history
         .messages
         .iter()
@@ -125,9 +138,7 @@ pub fn check_semantics(history: &History, doc: &TraceDocument) -> Result<(), Str
         .expect("a history has its job message");
     let attempt = current.key.attempt;
     let time_of = |rank: u8| {
-        history
-            .messages
-            .iter()
+        statuses(history)
             .filter(|m| m.key.attempt == attempt && m.key.rank == rank)
             .map(|m| m.at)
             .min()
@@ -193,7 +204,13 @@ pub fn check_semantics(history: &History, doc: &TraceDocument) -> Result<(), Str
         doc.check_only == Some(job.check_only),
         format!("{:?}", doc.check_only),
     );
-    let mut distinct: Vec<_> = history.messages.iter().map(Change::history_entry).collect();
+    let progress = expected_progress(history, current);
+    expect(
+        "progress",
+        doc.progress == progress,
+        format!("{:?} != {progress:?}", doc.progress),
+    );
+    let mut distinct: Vec<_> = statuses(history).map(Change::history_entry).collect();
     distinct.dedup();
     expect(
         "history",
@@ -209,6 +226,33 @@ pub fn check_semantics(history: &History, doc: &TraceDocument) -> Result<(), Str
     } else {
         Err(problems.join("; "))
     }
+}
+
+/// The history's status changes (every message but the progress reports).
+fn statuses(history: &History) -> impl Iterator<Item = &Change> {
+    history.messages.iter().filter(|m| m.progress.is_none())
+}
+
+/// The status change with the greatest key: what the trace must show.
+fn current_status(history: &History) -> &Change {
+    statuses(history)
+        .max_by_key(|m| m.key)
+        .expect("a history has messages")
+}
+
+/// The latest report (by time, then counts and note) that the final key still admits:
+/// one of a later attempt, or of the current attempt while it runs.
+fn expected_progress(history: &History, current: &Change) -> Option<StoredProgress> {
+    let (attempt, rank) = (i64::from(current.key.attempt), current.key.rank);
+    history
+        .messages
+        .iter()
+        .filter_map(|m| m.progress.clone())
+        .filter(|p| p.attempt > attempt || (p.attempt == attempt && rank < 2))
+        .max_by(|a, b| {
+            (a.attempt, a.at, a.done, a.total, &a.note)
+                .cmp(&(b.attempt, b.at, b.done, b.total, &b.note))
+        })
 }
 
 /// A random history whose events happen from `events_from` on (after its job message,
@@ -227,6 +271,9 @@ pub fn shifted_history(rng: &mut impl Rng, events_from: i64) -> History {
     for message in history.messages.iter_mut().skip(1) {
         message.at =
             bson::DateTime::from_millis(events_from + message.at.timestamp_millis() - origin);
+        if let Some(progress) = &mut message.progress {
+            progress.at = message.at;
+        }
     }
     history
 }
@@ -250,7 +297,7 @@ pub fn check_published(
     let mut history = history.clone();
     history.messages[0].at = bson::DateTime::from_millis(created);
     check_semantics(&history, doc)?;
-    let current = history.messages.iter().max_by_key(|m| m.key).unwrap();
+    let current = current_status(&history);
     if doc.result != current.result {
         return Err(format!("result {:?} != {:?}", doc.result, current.result));
     }

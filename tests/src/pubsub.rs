@@ -342,6 +342,14 @@ pub fn event_message(change: &Change, id: &str, ordered: bool) -> Message {
         "attempt": change.key.attempt,
         "occurred_at": render_time(change.at),
     });
+    if let Some(progress) = &change.progress {
+        data["status"] = json!(job_trace::push::PROGRESS_STATUS);
+        data["done"] = json!(progress.done);
+        data["total"] = json!(progress.total);
+        if let Some(note) = &progress.note {
+            data["note"] = json!(note);
+        }
+    }
     if let Some(error) = &change.error {
         data["error"] = json!(error);
     }

@@ -483,3 +483,92 @@ async fn include_history_adds_the_internal_fields_only_when_asked() {
         .await;
     assert_eq!(list["jobs"][0], full);
 }
+
+/// A progress report of attempt 1 at `at(seconds)`.
+fn progress(id: &str, seconds: i64, done: i64, note: Option<&str>) -> job_trace::rules::Change {
+    job_trace::rules::Change::progress(mid(id), 1, at(seconds), done, 40, note.map(Into::into))
+}
+
+/// The job `id` as both status routes and both user-list routes render it.
+async fn every_rendering(api: &Api, id: &str, user: &str) -> Vec<Value> {
+    let mut bodies = Vec::new();
+    for path in [
+        format!("/api/v1/jobs/status/{}", encode(id)),
+        format!("/job/status?message_id={}", encode(id)),
+    ] {
+        let (status, body) = api.json(&path).await;
+        assert_eq!(status, 200, "{path}");
+        bodies.push(body);
+    }
+    for path in [
+        format!("/api/v1/jobs/user/{user}"),
+        format!("/job/user?line_user_id={user}"),
+    ] {
+        let (status, body) = api.json(&path).await;
+        assert_eq!(status, 200, "{path}");
+        bodies.push(body["jobs"][0].clone());
+    }
+    bodies
+}
+
+#[tokio::test]
+async fn progress_shows_while_its_attempt_runs_and_disappears_when_it_ends() {
+    let api = Api::start("api_progress", ApiConfig::default()).await;
+    let id = "batch 1";
+    let user = "Uprogress";
+    // Queued: a report of attempt 1 is kept but not shown, attempt 1 is not current yet.
+    apply_all(
+        &api.store,
+        &[
+            queued(id, user, JobType::BatchCheck, 0),
+            progress(id, 3, 5, Some("物件 5")),
+        ],
+    )
+    .await;
+    for body in every_rendering(&api, id, user).await {
+        assert_eq!(body["status"], "queued");
+        assert!(body.get("progress").is_none(), "{body}");
+    }
+
+    // Running: the latest report by time shows, whatever the order it arrived in.
+    apply_all(
+        &api.store,
+        &[
+            event(id, JobStatus::Processing, 2),
+            progress(id, 8, 20, None),
+            progress(id, 6, 12, Some("older")),
+        ],
+    )
+    .await;
+    for body in every_rendering(&api, id, user).await {
+        assert_eq!(body["status"], "processing");
+        assert_eq!(
+            body["progress"],
+            json!({"done": 20, "total": 40, "note": null, "at": "2023-06-01T12:35:04.789Z"}),
+            "{body}"
+        );
+        assert_eq!(body["updated_at"], "2023-06-01T12:35:04.789Z");
+        let keys: Vec<&String> = body.as_object().unwrap().keys().collect();
+        assert_eq!(keys.len(), SEED_FIELDS.len() + 1, "only progress is added");
+    }
+
+    // Done: gone, and a late report of the finished attempt does not bring it back.
+    apply_all(
+        &api.store,
+        &[
+            event(id, JobStatus::Success, 20),
+            progress(id, 15, 39, Some("late")),
+        ],
+    )
+    .await;
+    for body in every_rendering(&api, id, user).await {
+        assert_eq!(body["status"], "success");
+        assert!(body.get("progress").is_none(), "{body}");
+        assert_eq!(body["completed_at"], "2023-06-01T12:35:16.789Z");
+    }
+    let stored = api.store.get(&mid(id)).await.unwrap().unwrap();
+    assert_eq!(
+        stored.progress, None,
+        "a finished attempt keeps no progress"
+    );
+}

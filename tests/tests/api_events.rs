@@ -230,3 +230,38 @@ async fn an_idle_stream_sends_a_heartbeat_within_fifteen_seconds() {
         "heartbeat after {after:?}"
     );
 }
+
+#[tokio::test]
+async fn a_progress_report_of_the_running_attempt_is_an_event() {
+    let api = Api::start("api_sse_progress", ApiConfig::default()).await;
+    let id = "sse progress";
+    apply_all(
+        &api.store,
+        &[
+            queued(id, "Us", JobType::BatchCheck, 0),
+            event(id, JobStatus::Processing, 1),
+        ],
+    )
+    .await;
+    let mut reader = Reader::new(open(&api, id, None).await);
+    let (first, body) = reader.status(Duration::from_secs(5)).await.expect("first");
+    assert_eq!(body["status"], "processing");
+    assert!(body.get("progress").is_none(), "{body}");
+
+    let store = api.store.clone();
+    let report = job_trace::rules::Change::progress(mid(id), 1, at(4), 3, 9, Some("3/9".into()));
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        store.apply(&report).await.unwrap();
+    });
+    let (tag, body) = reader
+        .status(Duration::from_secs(5))
+        .await
+        .expect("an event for the progress report");
+    assert_ne!(tag, first);
+    assert_eq!(body["status"], "processing");
+    assert_eq!(
+        body["progress"],
+        serde_json::json!({"done": 3, "total": 9, "note": "3/9", "at": "2023-06-01T12:35:00.789Z"})
+    );
+}

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use api_common::*;
 use job_trace::model::{JobStatus, JobType};
+use job_trace::rules::Change;
 use job_trace_tests::node::{node, NodeScript};
 use job_trace_tests::{free_port, project_root};
 use trace_api::ApiConfig;
@@ -53,7 +54,8 @@ async fn follow(case: Case) {
     if !case.late {
         apply_all(&api.store, std::slice::from_ref(&queued_change)).await;
     }
-    let expect = ["queued", "processing", case.last.as_str()].join(",");
+    let expected = ["queued", "processing", "processing 3/9", case.last.as_str()];
+    let expect = expected.join(",");
     let script = project_root().join("clients/js/test/follow-live.mjs");
     let mut run = NodeScript::spawn(
         &node,
@@ -76,20 +78,22 @@ async fn follow(case: Case) {
     }
     run.expect_line(|line| line == "update queued", LINE).await;
 
-    for (status, at_second) in [(JobStatus::Processing, 5), (case.last, 9)] {
-        api.store
-            .apply(&event(&id, status, at_second))
-            .await
-            .expect("apply");
+    let progress = Change::progress(mid(&id), 1, at(7), 3, 9, None);
+    for (change, update) in [
+        (event(&id, JobStatus::Processing, 5), expected[1]),
+        (progress, expected[2]),
+        (event(&id, case.last, 9), expected[3]),
+    ] {
+        api.store.apply(&change).await.expect("apply");
         let written = Instant::now();
-        let wanted = format!("update {status}");
+        let wanted = format!("update {update}");
         run.expect_line(|line| line == wanted, LINE).await;
         // Both transports are woken by the change itself, not by a timer of the client
         // (the script's long-poll waits 20 s).
         let lag = written.elapsed();
         assert!(
             lag < Duration::from_secs(4),
-            "{status} reached the client {lag:?} after it was written ({})",
+            "{update} reached the client {lag:?} after it was written ({})",
             case.test
         );
     }
@@ -101,11 +105,7 @@ async fn follow(case: Case) {
         case.test,
         transcript.join("\n")
     );
-    assert_eq!(
-        updates(&transcript),
-        ["queued", "processing", case.last.as_str()],
-        "{transcript:?}"
-    );
+    assert_eq!(updates(&transcript), expected, "{transcript:?}");
     assert_eq!(
         transcript.last().map(String::as_str),
         Some(format!("done {}", case.last).as_str())

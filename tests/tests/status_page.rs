@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use api_common::{mid, Api};
 use job_trace::ids::LineUserId;
-use job_trace::model::{JobStatus, JobType};
+use job_trace::model::{render_time, JobStatus, JobType};
 use job_trace::rules::{Change, JobDetails};
 use job_trace::TraceStore;
 use job_trace_tests::node::{browser, NodeScript};
@@ -214,6 +214,18 @@ async fn the_page_shows_a_users_jobs_change_live_when_trace_writer_records_them(
         })),
     });
     let expect = json!({ to_succeed: "success", to_fail: "failed" });
+    let reported = render_time(now_minus(5));
+    let note = "物件 5 of 12: https://suumo.jp/ms/chuko/tokyo/sc_nerima/nc_95551234/";
+    let progress = json!({
+        to_succeed: {
+            "push": event_push(to_succeed, json!({
+                "status": "progress", "attempt": 1, "done": 5, "total": 12,
+                "note": note, "occurred_at": reported,
+            })),
+            "count": "5 / 12 (41 %)",
+            "note": note,
+        },
+    });
     let screenshot = project_root().join("target/artifacts/status-page.png");
     let _ = std::fs::remove_file(&screenshot);
     let started = Instant::now();
@@ -221,6 +233,7 @@ async fn the_page_shows_a_users_jobs_change_live_when_trace_writer_records_them(
     let jobs = [to_succeed, to_fail].join(",");
     let pushes = pushes.to_string();
     let expect = expect.to_string();
+    let progress = progress.to_string();
     let screenshot_path = screenshot.to_string_lossy().into_owned();
     let writer_url = writer.url("/");
     let chromium = tools.chromium.to_string_lossy().into_owned();
@@ -234,6 +247,7 @@ async fn the_page_shows_a_users_jobs_change_live_when_trace_writer_records_them(
             ("JOBS", jobs.as_str()),
             ("PUSHES", pushes.as_str()),
             ("EXPECT", expect.as_str()),
+            ("PROGRESS", progress.as_str()),
             ("SCREENSHOT", screenshot_path.as_str()),
             ("CHROMIUM", chromium.as_str()),
         ],
@@ -248,6 +262,7 @@ async fn the_page_shows_a_users_jobs_change_live_when_trace_writer_records_them(
     for expected in [
         "ok loaded",
         "ok processing 2 jobs followed live",
+        "ok progress shown live for 1 jobs",
         "ok published",
         "ok updated live in ",
         "ok final states, errors and history",

@@ -426,3 +426,51 @@ async fn a_result_the_database_could_not_store_is_replaced_by_a_marker() {
     let stored = writer.trace(&job).await.unwrap().result.unwrap();
     assert_eq!(stored.into_relaxed_extjson(), result);
 }
+
+#[tokio::test]
+async fn a_malformed_progress_report_is_acknowledged_and_writes_nothing() {
+    let writer = Writer::start("writer_progress").await;
+    let (job, push) = job_push(None);
+    assert_eq!(writer.push(&push).await.0, 204);
+    let (status, _) = writer
+        .push(&event_push(
+            &job,
+            json!({ "status": "processing", "attempt": 1 }),
+        ))
+        .await;
+    assert_eq!(status, 204);
+    let before = writer.trace(&job).await.unwrap();
+    for bad in [
+        json!({ "status": "progress", "done": 5, "total": 4 }),
+        json!({ "status": "progress", "done": 1, "total": 1_000_000_001_i64 }),
+        json!({ "status": "progress", "done": "1", "total": 4 }),
+    ] {
+        let (status, text) = writer.push(&event_push(&job, bad.clone())).await;
+        assert_eq!(status, 204, "{bad}: {text}");
+        assert_eq!(
+            writer.trace(&job).await.unwrap(),
+            before,
+            "{bad} wrote something"
+        );
+    }
+    // Not even a trace for a job nobody has heard of.
+    let unknown = new_id();
+    let push = event_push(&unknown, json!({ "status": "progress", "done": 2 }));
+    assert_eq!(writer.push(&push).await.0, 204);
+    assert!(writer.trace(&unknown).await.is_none());
+
+    let (status, _) = writer
+        .push(&event_push(
+            &job,
+            json!({ "status": "progress", "attempt": 1, "done": 2, "total": 4, "note": "half" }),
+        ))
+        .await;
+    assert_eq!(status, 204);
+    let after = writer.trace(&job).await.unwrap();
+    assert_eq!(after.status, JobStatus::Processing);
+    let progress = after.progress.expect("a well-formed report is kept");
+    assert_eq!(
+        (progress.done, progress.total, progress.note.as_deref()),
+        (2, 4, Some("half"))
+    );
+}

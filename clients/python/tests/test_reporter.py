@@ -72,6 +72,36 @@ class TestCalls:
         assert [m.message_id for m in messages] == ids
         assert statuses(messages) == ["processing", "progress", "success"]
 
+    def test_progress_shows_while_the_attempt_runs_and_not_after_it(
+        self, reporter, api, publish_job
+    ):
+        job = publish_job()
+        reporter.processing(job, attempt=1)
+        api.wait_status(job, "processing")
+        reporter.progress(job, done=12, total=40, note="checking properties", attempt=1)
+        trace = api.wait_for(job, lambda t: "progress" in t, "progress of attempt 1")
+        assert trace["status"] == "processing"
+        assert {k: v for k, v in trace["progress"].items() if k != "at"} == {
+            "done": 12,
+            "total": 40,
+            "note": "checking properties",
+        }
+        assert TIME.match(trace["progress"]["at"])
+        assert [h["status"] for h in trace["history"]] == ["queued", "processing"]
+
+        reporter.success(job, {"checked": 40}, attempt=1)
+        reporter.progress(job, done=39, total=40, note="late", attempt=1)
+        # The late report counts for updated_at (its occurred_at is after success's, the
+        # publish in between taking milliseconds): once it shows there, it is recorded.
+        trace = api.wait_for(
+            job,
+            lambda t: t["status"] == "success"
+            and millis(t["updated_at"]) > millis(t["completed_at"]),
+            "the late progress report recorded",
+        )
+        assert trace["status"] == "success"
+        assert "progress" not in trace
+
     def test_failed_keeps_the_error(self, reporter, api, new_id):
         job = new_id()
         reporter.failed(job, error="HTTP 503 from suumo.jp", attempt=1)
@@ -166,8 +196,10 @@ class TestCalls:
                 reporter.processing(bad_id)
         with pytest.raises(ValueError, match="more than total"):
             reporter.progress(job, 5, 4)
-        with pytest.raises(ValueError, match="negative"):
+        with pytest.raises(ValueError, match="done must be from 0"):
             reporter.progress(job, -1, 4)
+        with pytest.raises(ValueError, match="total must be from 0 to 1000000000"):
+            reporter.progress(job, 1, 1_000_000_001)
         sentinel(reporter, job)
         assert statuses(pulled.messages(job, 1)) == ["progress"]
 

@@ -282,6 +282,23 @@ function duration(from, to) {
   return minutes < 60 ? `${minutes} min ${seconds % 60} s` : `${Math.floor(minutes / 60)} h ${minutes % 60} min`;
 }
 
+/** The running attempt's progress: trace-api sends `progress` only while it is current. */
+function progressBar(trace) {
+  const progress = trace.progress;
+  if (!progress || isTerminal(trace.status)) return null;
+  const box = el('div', 'progress');
+  const bar = /** @type {HTMLProgressElement} */ (el('progress'));
+  // A total of 0 has nothing to count: show it as complete rather than as 0 of 0.
+  bar.max = Math.max(progress.total, 1);
+  bar.value = progress.total > 0 ? progress.done : 1;
+  const percent = progress.total > 0 ? Math.floor((100 * progress.done) / progress.total) : 100;
+  const label = el('span', 'progress-count', `${progress.done} / ${progress.total} (${percent} %)`);
+  bar.setAttribute('aria-label', `Progress ${progress.done} of ${progress.total}`);
+  box.append(bar, label);
+  if (progress.note) box.append(el('span', 'progress-note', progress.note));
+  return box;
+}
+
 function fillCard(card, trace, broken) {
   card.className = 'card job';
   card.dataset.messageId = trace.message_id;
@@ -321,6 +338,8 @@ function fillCard(card, trace, broken) {
   }
   body.push(times);
 
+  const bar = progressBar(trace);
+  if (bar) body.push(bar);
   if (trace.error) body.push(el('p', 'error-text', trace.error));
   if (broken) body.push(el('p', 'stream-error', `Live updates stopped: ${broken}`));
 

@@ -291,7 +291,11 @@ async fn record(store: &TraceStore, push: &Push, started: Instant) -> Response {
                 push_line!(
                     info,
                     line("recorded", 204),
-                    status = change.status.as_str(),
+                    status = if change.progress.is_some() {
+                        job_trace::push::PROGRESS_STATUS
+                    } else {
+                        change.status.as_str()
+                    },
                     attempt = change.key.attempt,
                     "push recorded"
                 );

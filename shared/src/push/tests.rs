@@ -580,3 +580,65 @@ fn data_whose_base64_is_escaped_still_decodes() {
     let push = decode_push(&HeaderMap::new(), escaped.as_bytes(), now()).unwrap();
     assert_eq!(recorded(&push).status, JobStatus::Processing);
 }
+
+#[test]
+fn progress_reports_decode_to_progress_changes() {
+    let report = json!({"message_id": "1234567890", "status": "progress", "attempt": 2,
+        "done": 3, "total": 7, "note": "é".repeat(crate::rules::MAX_ERROR_BYTES),
+        "occurred_at": "2023-06-01T12:35:00.000Z"});
+    let push = decode(&with_data(
+        &report.to_string(),
+        json!({"trace_event": "status"}),
+    ));
+    let change = recorded(&push);
+    assert_eq!(change.message_id.as_str(), "1234567890");
+    let progress = change.progress.as_ref().expect("a progress change");
+    assert_eq!((progress.attempt, progress.done, progress.total), (2, 3, 7));
+    assert_eq!(progress.at, time("2023-06-01T12:35:00.000Z"));
+    assert!(
+        progress.note.as_ref().unwrap().ends_with('…'),
+        "cut like an error"
+    );
+
+    let bare = json!({"message_id": "1234567890", "status": "progress", "done": 0, "total": 0});
+    let push = decode(&with_data(
+        &bare.to_string(),
+        json!({"trace_event": "status"}),
+    ));
+    let progress = recorded(&push).progress.clone().unwrap();
+    assert_eq!((progress.attempt, progress.note), (1, None));
+    assert_eq!(progress.at, time("2023-06-01T12:00:00.000Z"), "publishTime");
+}
+
+#[test]
+fn malformed_progress_reports_are_rejected_without_failing_the_job() {
+    for (report, field) in [
+        (json!({"done": 4, "total": 3}), "done"),
+        (json!({"done": -1, "total": 3}), "done"),
+        (json!({"done": 1.5, "total": 3}), "done"),
+        (json!({"total": 3}), "done"),
+        (json!({"done": 1}), "total"),
+        (json!({"done": 1, "total": 1_000_000_001_i64}), "total"),
+        (json!({"done": 1, "total": "3"}), "total"),
+        (json!({"done": 1, "total": 3, "attempt": 0}), "attempt"),
+        (json!({"done": 1, "total": 3, "note": 5}), "note"),
+        (
+            json!({"done": 1, "total": 3, "occurred_at": "soon"}),
+            "occurred_at",
+        ),
+    ] {
+        let mut body = report.as_object().unwrap().clone();
+        body.insert("message_id".into(), json!("1234567890"));
+        body.insert("status".into(), json!("progress"));
+        let push = decode(&with_data(
+            &Value::Object(body).to_string(),
+            json!({"trace_event": "status"}),
+        ));
+        let (error, failed) = rejection(&push);
+        assert!(
+            matches!(error, MessageError::BadField { field: f, .. } if *f == field),
+            "{report}: {error}"
+        );
+        assert!(failed.is_none(), "{report} failed its job");
+    }
+}

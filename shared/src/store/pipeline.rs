@@ -6,8 +6,8 @@ use bson::{doc, Bson, Document};
 
 use super::{StoreError, TraceStore, REVISION};
 use crate::indexes::{COMPLETED_TTL_SECONDS, CREATED_TTL_SECONDS};
-use crate::model::{JobStatus, TraceKey};
-use crate::rules::{Change, HISTORY_ATTEMPTS, HISTORY_MAX_ENTRIES};
+use crate::model::{JobStatus, StoredProgress, TraceKey};
+use crate::rules::{Change, HISTORY_ATTEMPTS, HISTORY_MAX_ENTRIES, NO_STATUS_YET};
 
 /// Wraps a value so that the pipeline reads it as data, never as a field path or operator
 /// (an error text such as `"$status"` must stay text).
@@ -155,17 +155,106 @@ fn step_expiry() -> Document {
     } }
 }
 
+/// `rules::stored_key` of the trace as it stands at this step.
+fn stored_key() -> (Bson, Bson) {
+    (
+        stored_or("attempt", implied_by_legacy(|k| i64::from(k.attempt))),
+        stored_or("rank", implied_by_legacy(|k| i64::from(k.rank))),
+    )
+}
+
+/// `StoredProgress::admissible`: whether a report of `report_attempt` (an expression) may
+/// stay on a trace at `(attempt, rank)`.
+fn admissible(report_attempt: Bson, (attempt, rank): &(Bson, Bson)) -> Bson {
+    Bson::Document(doc! { "$or": [
+        { "$gt": [report_attempt.clone(), attempt.clone()] },
+        { "$and": [{ "$eq": [report_attempt, attempt.clone()] }, { "$lt": [rank.clone(), 2] }] },
+    ] })
+}
+
+/// Whether the stored progress is a report that is still admissible at `key`.
+fn stored_progress_admissible(key: &(Bson, Bson)) -> Bson {
+    Bson::Document(doc! { "$and": [
+        { "$eq": [{ "$type": "$progress" }, "object"] },
+        admissible(Bson::String("$progress.attempt".into()), key),
+    ] })
+}
+
+/// apply: `next.progress = next.progress.take().filter(|p| p.admissible(key))` after a
+/// status change.
+fn step_drop_progress() -> Document {
+    doc! { "$set": { "progress": { "$cond": [
+        stored_progress_admissible(&stored_key()),
+        "$progress",
+        Bson::Null,
+    ] } } }
+}
+
 /// The working fields above are not part of the trace.
 fn step_cleanup() -> Document {
     doc! { "$unset": ["_old_attempt", "_old_rank", "_applies", "_history"] }
 }
 
+/// `report.order() > stored.order()`, field by field in `StoredProgress::order`'s order
+/// (`note` null below any text, as `Option` orders).
+fn report_is_greater(report: &StoredProgress) -> Bson {
+    let fields: [(&str, Bson); 5] = [
+        ("attempt", Bson::Int64(report.attempt)),
+        ("at", Bson::DateTime(report.at)),
+        ("done", Bson::Int64(report.done)),
+        ("total", Bson::Int64(report.total)),
+        ("note", optional_literal(report.note.clone())),
+    ];
+    fields
+        .into_iter()
+        .rev()
+        .fold(Bson::Boolean(false), |otherwise, (field, value)| {
+            let stored = format!("$progress.{field}");
+            Bson::Document(doc! { "$or": [
+                { "$gt": [value.clone(), stored.clone()] },
+                { "$and": [{ "$eq": [value, stored] }, otherwise] },
+            ] })
+        })
+}
+
+/// apply_progress: a trace that has none yet starts as `queued` at `NO_STATUS_YET`;
+/// the times move; the report replaces the stored one if it is admissible and greater
+/// (or the stored one is not admissible).
+fn progress_pipeline(report: &StoredProgress, t: bson::DateTime) -> Vec<Document> {
+    let new = Bson::Document(doc! { "$literal": bson::to_bson(report).unwrap_or(Bson::Null) });
+    let absent = doc! { "$eq": [{ "$type": "$status" }, "missing"] };
+    let start = doc! { "$set": {
+        "attempt": { "$cond": [absent.clone(), NO_STATUS_YET.0, "$attempt"] },
+        "rank": { "$cond": [absent.clone(), NO_STATUS_YET.1, "$rank"] },
+        "status": { "$cond": [absent, JobStatus::Queued.as_str(), "$status"] },
+    } };
+    let key = stored_key();
+    let keep = doc! { "$set": {
+        "created_at": { "$min": ["$created_at", t] },
+        "updated_at": { "$max": ["$updated_at", t] },
+        "progress": { "$cond": [
+            { "$and": [
+                admissible(Bson::Int64(report.attempt), &key),
+                { "$or": [{ "$not": [stored_progress_admissible(&key)] }, report_is_greater(report)] },
+            ] },
+            new,
+            { "$cond": [stored_progress_admissible(&key), "$progress", Bson::Null] },
+        ] },
+        REVISION: { "$add": [{ "$ifNull": [format!("${REVISION}"), 0_i64] }, 1_i64] },
+    } };
+    vec![start, keep, step_expiry()]
+}
+
 /// The update pipeline for one change: [`crate::rules::apply`], expressed for the server.
 pub fn update_pipeline(change: &Change) -> Vec<Document> {
+    if let Some(report) = &change.progress {
+        return progress_pipeline(report, change.at);
+    }
     vec![
         step_compare_keys(change),
         step_applies(change),
         step_fields(change),
+        step_drop_progress(),
         step_expiry(),
         step_cleanup(),
     ]

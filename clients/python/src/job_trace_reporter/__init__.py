@@ -42,6 +42,7 @@ __all__ = [
     "MAX_RESULT_BYTES",
     "MAX_RESULT_DEPTH",
     "MAX_ATTEMPT",
+    "MAX_PROGRESS_TOTAL",
     "DEFAULT_TOPIC",
 ]
 
@@ -50,6 +51,8 @@ logger = logging.getLogger("job_trace_reporter")
 DEFAULT_TOPIC = "job-trace-events"
 #: The highest attempt trace-writer accepts.
 MAX_ATTEMPT = 10_000
+#: The highest `total` (and so `done`) of a progress report trace-writer records.
+MAX_PROGRESS_TOTAL = 1_000_000_000
 #: trace-writer's limit on a job id.
 MAX_ID_BYTES = 1024
 
@@ -99,8 +102,8 @@ def _check_attempt(attempt: Optional[int]) -> int:
 def _check_count(name: str, value: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < 0:
-        raise ValueError(f"{name} must not be negative, got {value}")
+    if not 0 <= value <= MAX_PROGRESS_TOTAL:
+        raise ValueError(f"{name} must be from 0 to {MAX_PROGRESS_TOTAL}, got {value}")
     return value
 
 
