@@ -147,6 +147,7 @@ async fn store_write_works(uri: &str) -> Result<(), String> {
         collection_job_traces: COLLECTION.into(),
         ensure_indexes: false,
         db_timeout_seconds: 30.0,
+        store_write: Default::default(),
     })
     .map_err(|e| e.0)?;
     let store = TraceStore::connect(&config)
@@ -410,6 +411,7 @@ impl Bench {
                 collection_job_traces: COLLECTION.into(),
                 ensure_indexes: true,
                 db_timeout_seconds: 30.0,
+                store_write: Default::default(),
             })
             .expect("database config");
             let store = TraceStore::with_client(client.clone(), &config).expect("store");

@@ -285,6 +285,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
             } else {
                 ExitCode::FAILURE
             })
+        }
         Command::HighestId => {
             let config = job_trace::config::DatabaseConfig::from_env().map_err(Failure::of)?;
             println!("{}", jobtrace::stored::highest_id(&config).await?);

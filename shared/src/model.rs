@@ -243,6 +243,7 @@ pub struct TraceView {
     /// Only while the current attempt runs and has reported progress: the seed's body
     /// for every other trace stays as it was.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(required = false))]
     pub progress: Option<ProgressView>,
     /// Only with `?include=history`: what the seed's body does not carry.
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
@@ -250,7 +251,9 @@ pub struct TraceView {
     pub details: Option<TraceDetails>,
 }
 
+/// How far the running attempt has got, as its worker last reported.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = JobProgress))]
 pub struct ProgressView {
     pub done: i64,
     pub total: i64,

@@ -16,8 +16,8 @@ pub mod disguise;
 #[cfg(feature = "terraform")]
 pub mod hcl;
 pub mod histories;
-pub mod legacy;
 pub mod jwks;
+pub mod legacy;
 pub mod node;
 #[cfg(feature = "pubsub")]
 pub mod pubsub;
