@@ -42,6 +42,7 @@ locals {
 
   writer_env = merge(local.common_env, {
     PUSH_AUTH             = "oidc"
+    PUSH_MEMORY_MIB       = tostring(local.trace_writer_memory_mib - local.writer_base_memory_mib)
     PUSH_AUDIENCE         = var.push_audience
     PUSH_SERVICE_ACCOUNTS = google_service_account.push.email
   })
@@ -57,10 +58,14 @@ locals {
     var.api_auth == "line" && var.line_jwks_url != "" ? { LINE_JWKS_URL = var.line_jwks_url } : {},
   )
 
-  # What one trace-writer instance may hold at once: trace_writer_concurrency pushes of at
-  # most writer_push_memory_mib each (the code's per-push bound, rounded up to MiB) on top
-  # of the process itself. tests/tests/terraform_run.rs holds the figure to the code.
-  writer_push_memory_mib  = 14
+  # What one trace-writer instance may hold at once. The code bounds it itself: the pushes
+  # in flight hold at most PUSH_MEMORY_MIB together (each reserves the code's per-push
+  # bound for its declared size before its body is read; past it a push waits, then gets
+  # 503 with Retry-After and is redelivered), so the concurrency need not fit worst-case
+  # pushes. PUSH_MEMORY_MIB is the container's memory less what the process keeps for
+  # itself, and must hold at least one push of the largest size.
+  # tests/tests/terraform_run.rs holds both figures to the code's constants.
+  writer_push_memory_mib  = 43
   writer_base_memory_mib  = 64
   trace_writer_memory_mib = endswith(var.trace_writer_memory, "Gi") ? tonumber(trimsuffix(var.trace_writer_memory, "Gi")) * 1024 : tonumber(trimsuffix(var.trace_writer_memory, "Mi"))
 
@@ -175,8 +180,8 @@ resource "google_cloud_run_v2_service" "trace_writer" {
     ]
 
     precondition {
-      condition     = var.trace_writer_concurrency * local.writer_push_memory_mib + local.writer_base_memory_mib <= local.trace_writer_memory_mib
-      error_message = "trace_writer_concurrency pushes of up to ${local.writer_push_memory_mib} MiB each, plus ${local.writer_base_memory_mib} MiB for the process, do not fit trace_writer_memory (${var.trace_writer_memory}): lower the concurrency or raise the memory, or an instance can run out of memory, be killed, and take every push it holds into redelivery."
+      condition     = local.trace_writer_memory_mib - local.writer_base_memory_mib >= local.writer_push_memory_mib
+      error_message = "trace_writer_memory (${var.trace_writer_memory}) less the ${local.writer_base_memory_mib} MiB the process keeps for itself cannot hold one push of the largest size (${local.writer_push_memory_mib} MiB): raise the memory, or the largest pushes are answered 503 on every delivery."
     }
 
     precondition {

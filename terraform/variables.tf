@@ -206,9 +206,9 @@ variable "trace_api_max_instances" {
 }
 
 variable "trace_writer_concurrency" {
-  description = "Concurrent pushes per trace-writer instance. With trace_writer_memory it bounds what one instance holds: each push may take up to the code's per-push bound (a 14 MiB body today), so concurrency x that bound + the process itself must fit the memory limit (tests/tests/terraform_run.rs checks the defaults)."
+  description = "Concurrent pushes per trace-writer instance. Memory does not limit it: the pushes in flight hold at most PUSH_MEMORY_MIB together (trace_writer_memory less 64 MiB), and a push that does not fit waits, then is answered 503 and redelivered."
   type        = number
-  default     = 16
+  default     = 80
 
   validation {
     condition     = var.trace_writer_concurrency >= 1 && var.trace_writer_concurrency <= 1000
@@ -229,9 +229,9 @@ variable "cpu" {
 }
 
 variable "trace_writer_memory" {
-  description = "Memory limit of trace-writer's container (Mi or Gi). Sized with trace_writer_concurrency: see there."
+  description = "Memory limit of trace-writer's container (Mi or Gi). All but 64 MiB of it is what the pushes in flight may hold together (PUSH_MEMORY_MIB); it must hold one push of the largest size (43 MiB)."
   type        = string
-  default     = "512Mi"
+  default     = "256Mi"
 
   validation {
     condition     = can(regex("^[0-9]+(Mi|Gi)$", var.trace_writer_memory))

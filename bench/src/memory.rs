@@ -123,7 +123,7 @@ fn peak_with(
 }
 
 pub fn worst_case_pushes(bench: &Bench) -> Value {
-    let memory = terraform_default("memory");
+    let memory = terraform_default("trace_writer_memory");
     let container_bytes = kubernetes_quantity(&memory);
     let concurrency: usize = terraform_default("trace_writer_concurrency")
         .parse()

@@ -331,6 +331,7 @@ pub fn legacy_trace(rng: &mut impl Rng, message_id: &MessageId) -> TraceDocument
         rank: None,
         history: Vec::new(),
         expire_at: None,
+        progress: None,
     }
 }
 
@@ -338,7 +339,7 @@ pub fn legacy_trace(rng: &mut impl Rng, message_id: &MessageId) -> TraceDocument
 /// `null`.
 pub fn legacy_document(doc: &TraceDocument) -> bson::Document {
     let mut stored = bson::to_document(doc).expect("a trace is a document");
-    for absent in ["attempt", "rank", "history", "expire_at"] {
+    for absent in ["attempt", "rank", "history", "expire_at", "progress"] {
         stored.remove(absent);
     }
     stored

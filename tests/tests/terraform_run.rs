@@ -21,8 +21,8 @@ use std::process::Command;
 
 use job_trace::config::{from_iter, DatabaseConfig, ServerConfig};
 use job_trace_tests::hcl::{
-    attribute, block, find_rust_constant, ignore_changes, rust_constant, source, terraform_binary,
-    Env, Evaluation, Terraform, Value,
+    attribute, block, ignore_changes, rust_constant, source, terraform_binary, Env, Evaluation,
+    Terraform, Value,
 };
 use job_trace_tests::project_root;
 use trace_api::ApiConfig;
@@ -281,57 +281,51 @@ fn trace_api_timeout_outlives_the_event_stream_and_the_long_poll() {
 
 const MIB: u64 = 1024 * 1024;
 
-/// The most one push may take in trace-writer, from the code: the per-push memory budget
-/// where the code names one, else the largest body it accepts.
-fn per_push_bound() -> (&'static str, u64) {
-    for dir in ["shared/src", "functions/trace-writer/src"] {
-        if let Some((bytes, _)) = find_rust_constant(dir, "PUSH_MEMORY_BUDGET_BYTES") {
-            return ("PUSH_MEMORY_BUDGET_BYTES", bytes);
-        }
-    }
-    (
-        "MAX_PUSH_BODY_BYTES",
-        rust_constant("shared/src", "MAX_PUSH_BODY_BYTES").0,
-    )
-}
-
+/// The code bounds what the pushes in flight hold (`PUSH_MEMORY_MIB`, each push reserving
+/// up to `PUSH_MEMORY_BUDGET_BYTES`); Terraform must give that bound the container's memory
+/// less what the process keeps (`WRITER_RESERVED_BYTES`), and refuse a memory that cannot
+/// hold one push of the largest size.
 #[test]
-fn trace_writer_memory_holds_concurrency_worst_case_pushes() {
+fn trace_writer_memory_bound_is_the_codes() {
     let terraform = Terraform::load();
     let writer = terraform.resource("google_cloud_run_v2_service", "trace_writer");
     let template = block(writer.body(), "template", "trace_writer");
-    assert_eq!(
-        source(template.body(), "max_instance_request_concurrency"),
-        "var.trace_writer_concurrency"
-    );
-    let (name, bound) = per_push_bound();
     let plan = terraform.evaluate(&deployable(vec![]));
     let number = |local: &str| match plan.local(local) {
         Value::Number(n) => n.as_u64().expect("a whole number"),
         other => panic!("local.{local} is {other}"),
     };
+    let budget = job_trace::push::PUSH_MEMORY_BUDGET_BYTES as u64;
     let push_mib = number("writer_push_memory_mib");
     assert!(
-        push_mib * MIB >= bound,
-        "terraform's writer_push_memory_mib ({push_mib}) is below the code's {name} ({bound} \
-         bytes = {:.1} MiB)",
-        bound as f64 / MIB as f64
+        push_mib * MIB >= budget && (push_mib - 1) * MIB < budget,
+        "terraform's writer_push_memory_mib ({push_mib}) is not the code's \
+         PUSH_MEMORY_BUDGET_BYTES ({budget} bytes) rounded up to MiB"
     );
     let base_mib = number("writer_base_memory_mib");
-    let memory_mib = number("trace_writer_memory_mib");
-    let concurrency = terraform.number_default("trace_writer_concurrency") as u64;
-    let needed = concurrency * bound / MIB + base_mib;
-    println!(
-        "trace-writer: {concurrency} pushes x {name} {:.1} MiB + {base_mib} MiB = {needed} MiB \
-         of {memory_mib} MiB ({})",
-        bound as f64 / MIB as f64,
-        terraform.string_default("trace_writer_memory")
+    assert_eq!(
+        base_mib * MIB,
+        trace_writer::config::WRITER_RESERVED_BYTES as u64,
+        "terraform's writer_base_memory_mib is not the code's WRITER_RESERVED_BYTES"
     );
-    assert!(needed <= memory_mib, "the defaults do not fit");
+    let memory_mib = number("trace_writer_memory_mib");
     let container = block(template.body(), "containers", "template");
     let resources = block(container.body(), "resources", "containers");
     assert!(source(resources.body(), "limits").contains("var.trace_writer_memory"));
-    // The precondition holds the same sum for whatever a user sets.
+    let writer_env = match plan.local("writer_env") {
+        Value::Object(env) => env,
+        other => panic!("local.writer_env is {other}"),
+    };
+    assert_eq!(
+        writer_env.get("PUSH_MEMORY_MIB"),
+        Some(&Value::from((memory_mib - base_mib).to_string())),
+        "PUSH_MEMORY_MIB is the container's memory less the process's own"
+    );
+    println!(
+        "trace-writer: {memory_mib} MiB, {} MiB for pushes in flight, {push_mib} MiB for the \
+         largest",
+        memory_mib - base_mib
+    );
     let fits = |values: Vec<(&'static str, Value)>| {
         let plan = terraform.evaluate(&deployable(values));
         plan.preconditions(writer)
@@ -339,12 +333,9 @@ fn trace_writer_memory_holds_concurrency_worst_case_pushes() {
             .all(|(holds, _)| holds)
     };
     assert!(fits(vec![]));
-    assert!(fits(vec![
-        ("trace_writer_memory", Value::from("1Gi")),
-        ("trace_writer_concurrency", Value::from(60))
-    ]));
-    assert!(!fits(vec![("trace_writer_concurrency", Value::from(80))]));
-    assert!(!fits(vec![("trace_writer_memory", Value::from("256Mi"))]));
+    assert!(fits(vec![("trace_writer_memory", Value::from("128Mi"))]));
+    assert!(fits(vec![("trace_writer_memory", Value::from("1Gi"))]));
+    assert!(!fits(vec![("trace_writer_memory", Value::from("100Mi"))]));
 }
 
 #[test]
