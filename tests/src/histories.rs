@@ -354,11 +354,7 @@ pub fn check_legacy_semantics(
     doc: &TraceDocument,
 ) -> Result<(), String> {
     let implied = job_trace::model::TraceKey::implied_by_legacy(start.status);
-    let greatest = history
-        .messages
-        .iter()
-        .max_by_key(|m| m.key)
-        .expect("a history has messages");
+    let greatest = current_status(history);
     let expected = if greatest.key > implied {
         greatest.status
     } else {
