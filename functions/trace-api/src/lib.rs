@@ -35,7 +35,7 @@ use axum::Router;
 use job_trace::http::health_routes;
 use job_trace::TraceStore;
 use tower_http::cors::{AllowOrigin, CorsLayer};
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -144,7 +144,15 @@ fn api_router() -> OpenApiRouter<AppState> {
 }
 
 /// Everything under `router`, its unknown paths included, answers errors in `style`.
-fn styled(router: OpenApiRouter<AppState>, style: Style) -> OpenApiRouter<AppState> {
+/// Every route in it takes the same credentials: none (`API_AUTH=none`) or the bearer.
+fn styled(mut router: OpenApiRouter<AppState>, style: Style) -> OpenApiRouter<AppState> {
+    let operations = router.get_openapi_mut().paths.paths.values_mut();
+    for operation in operations.filter_map(|item| item.get.as_mut()) {
+        operation.security = Some(vec![
+            SecurityRequirement::default(),
+            SecurityRequirement::new("bearer", Vec::<String>::new()),
+        ]);
+    }
     router
         .fallback(route_not_found)
         .layer(map_response_with_state(style, error::render))

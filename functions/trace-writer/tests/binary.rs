@@ -57,6 +57,22 @@ async fn first_healthz(binary: &Binary) -> Duration {
     .await
 }
 
+/// The binary on a database of its own in the shared server, pushes unauthenticated, plus
+/// `vars`; returns once it answers `/healthz`, with the database's URI and name.
+async fn on_database(prefix: &str, vars: &[(&str, &str)]) -> (Binary, String, String) {
+    let uri = Database::shared().uri();
+    let name = unique_name(prefix);
+    let mut all = vec![
+        ("PUSH_AUTH", "none"),
+        ("MONGO_URI", uri.as_str()),
+        ("MONGO_DATABASE", name.as_str()),
+    ];
+    all.extend_from_slice(vars);
+    let binary = Binary::spawn(BINARY.as_ref(), &all);
+    first_healthz(&binary).await;
+    (binary, uri, name)
+}
+
 /// Waits until the output has a JSON line that `matches`.
 async fn log_line(binary: &Binary, what: &str, matches: impl Fn(&Value) -> bool) -> Value {
     poll(
@@ -71,6 +87,17 @@ async fn log_line(binary: &Binary, what: &str, matches: impl Fn(&Value) -> bool)
                 .ok_or_else(|| format!("no log line {what}"))
         },
     )
+    .await
+}
+
+/// Sends `push`, which Pub/Sub must see acknowledged (204) whether or not it could be
+/// recorded, and returns its log line, whose `outcome` must be `outcome`.
+async fn acknowledged(binary: &Binary, push: reqwest::RequestBuilder, outcome: &str) -> Value {
+    let response = push.send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 204);
+    log_line(binary, &format!("with outcome {outcome}"), |l| {
+        l["outcome"] == outcome
+    })
     .await
 }
 
@@ -149,30 +176,18 @@ async fn oidc_without_audience_or_accounts_stops_start_up_with_one_clear_line() 
 
 #[tokio::test]
 async fn one_json_line_per_push_with_ids_outcome_latency_and_trace() {
-    let database = Database::shared();
-    let name = unique_name("writer_bin_logs");
-    let uri = database.uri();
-    let binary = Binary::spawn(
-        BINARY.as_ref(),
-        &[
-            ("PUSH_AUTH", "none"),
-            ("MONGO_URI", &uri),
-            ("MONGO_DATABASE", &name),
-            ("GOOGLE_CLOUD_PROJECT", "demo-project"),
-        ],
-    );
-    first_healthz(&binary).await;
+    let (binary, _, _) = on_database(
+        "writer_bin_logs",
+        &[("GOOGLE_CLOUD_PROJECT", "demo-project")],
+    )
+    .await;
     let trace_id = "105445aa7843bc8bf206b12000100000";
-    let response = http()
+    let push = http()
         .post(binary.url("/"))
         .header("content-type", "application/json")
         .header("x-cloud-trace-context", format!("{trace_id}/1;o=1"))
-        .body(fixture("push-status-failed.json"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 204);
-    let line = log_line(&binary, "for the push", |l| l["outcome"] == "recorded").await;
+        .body(fixture("push-status-failed.json"));
+    let line = acknowledged(&binary, push, "recorded").await;
     assert_eq!(line["severity"], "INFO");
     assert_eq!(line["message_id"], "1234567890");
     assert_eq!(line["pubsub_message_id"], "9000000003");
@@ -192,18 +207,14 @@ async fn one_json_line_per_push_with_ids_outcome_latency_and_trace() {
     let mut body: Value = serde_json::from_slice(&fixture("push-job-message.json")).unwrap();
     body["message"]["data"] = Value::from("%%%");
     body["message"]["messageId"] = Value::from("5550001");
-    let response = http()
+    let push = http()
         .post(binary.url("/"))
         .header(
             "traceparent",
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
         )
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 204);
-    let line = log_line(&binary, "for the rejection", |l| l["outcome"] == "rejected").await;
+        .json(&body);
+    let line = acknowledged(&binary, push, "rejected").await;
     assert_eq!(line["severity"], "WARNING");
     assert_eq!(line["message_id"], "5550001");
     assert!(
@@ -224,19 +235,8 @@ async fn one_json_line_per_push_with_ids_outcome_latency_and_trace() {
 
 #[tokio::test]
 async fn ensure_indexes_creates_the_index_set_at_start() {
-    let database = Database::shared();
-    let name = unique_name("writer_bin_indexes");
-    let uri = database.uri();
-    let binary = Binary::spawn(
-        BINARY.as_ref(),
-        &[
-            ("PUSH_AUTH", "none"),
-            ("MONGO_URI", &uri),
-            ("MONGO_DATABASE", &name),
-            ("ENSURE_INDEXES", "true"),
-        ],
-    );
-    first_healthz(&binary).await;
+    let (binary, uri, name) =
+        on_database("writer_bin_indexes", &[("ENSURE_INDEXES", "true")]).await;
     let client = mongodb::Client::with_uri_str(&uri).await.unwrap();
     let collection = client
         .database(&name)

@@ -95,6 +95,30 @@ pub enum StatusAnswers {
     NotModified,
 }
 
+// A trace that does not exist, or another user's, in each path style's error body.
+
+/// No such trace (or another user's)
+#[derive(IntoResponses)]
+#[response(status = 404)]
+pub struct NoTrace(DetailBody);
+
+/// No such trace (or another user's)
+#[derive(IntoResponses)]
+#[response(status = 404)]
+pub struct NoTraceStandalone(ErrorBody);
+
+// Another user's jobs, in each path style's error body.
+
+/// Another user's jobs
+#[derive(IntoResponses)]
+#[response(status = 403)]
+pub struct NotYours(DetailBody);
+
+/// Another user's jobs
+#[derive(IntoResponses)]
+#[response(status = 403)]
+pub struct NotYoursStandalone(ErrorBody);
+
 /// The errors every FastAPI-style (`/api/v1`) route may answer.
 #[derive(IntoResponses)]
 pub enum FastApiErrors {
@@ -178,6 +202,15 @@ pub struct StatusQueryDoc {
     /// `history` adds job_type, attempt, expire_at and history to the body.
     #[param(pattern = "^history(,history)*$")]
     pub include: Option<String>,
+}
+
+/// The conditional request of both status routes.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct IfNoneMatchDoc {
+    /// An ETag from an earlier answer
+    #[param(rename = "If-None-Match")]
+    pub if_none_match: Option<String>,
 }
 
 #[derive(IntoParams)]

@@ -11,7 +11,7 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::Path;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -19,10 +19,10 @@ use job_trace::MessageId;
 use tokio::time::Instant;
 
 use crate::auth::Principal;
-use crate::error::{ApiError, DetailBody, Location};
+use crate::error::ApiError;
 use crate::etag;
-use crate::params::{self, Checks};
-use crate::routes::{docs, path_value, read, Rendered};
+use crate::params;
+use crate::routes::{docs, parse_with_id, read, Call, RawId, Rendered};
 use crate::state::AppState;
 use crate::watch::Subscription;
 
@@ -111,25 +111,24 @@ impl Feed {
         (status = 200, description = "An event stream of `status` events", content_type = "text/event-stream", body = docs::StatusEvent),
         (status = 204, description = "Last-Event-ID is the trace's final state: nothing more will come"),
         docs::FastApiErrors,
-        (status = 404, description = "No such trace (or another user's)", body = DetailBody),
-    ),
-    security((), ("bearer" = []))
+        docs::NoTrace,
+    )
 )]
 pub async fn stream(
-    State(state): State<AppState>,
-    principal: Principal,
+    call: Call,
     path: Result<Path<String>, PathRejection>,
-    RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let (message_id, include_history) = Checks::run(query.as_deref(), |checks, query| {
-        let message_id = checks.take(
-            path_value("message_id", path)
-                .and_then(|raw| params::message_id(Location::Path, Some(&raw))),
-        );
-        let include_history = checks.take(params::include_history(query));
-        Some((message_id?, include_history?))
-    })?;
+    let id = RawId::in_path("message_id", path);
+    let (message_id, include_history) = parse_with_id(
+        call.query.as_deref(),
+        id,
+        params::message_id,
+        |checks, query| checks.take(params::include_history(query)),
+    )?;
+    let Call {
+        state, principal, ..
+    } = call;
     let last_event_id = headers
         .get("last-event-id")
         .and_then(|value| value.to_str().ok())

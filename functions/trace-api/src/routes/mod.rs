@@ -1,5 +1,6 @@
-//! One module per route family; what they share is here: reading a trace the caller
-//! may see, and rendering it with its ETag.
+//! One module per route family; what they share is here: what a request starts from,
+//! its id checked with the rest of its query, reading a trace the caller may see, and
+//! rendering it with its ETag.
 
 pub mod docs;
 pub mod events;
@@ -9,7 +10,8 @@ pub mod user;
 
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
-use axum::extract::Path;
+use axum::extract::{FromRequestParts, Path, RawQuery};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use job_trace::model::TraceDocument;
@@ -18,6 +20,7 @@ use job_trace::MessageId;
 use crate::auth::Principal;
 use crate::error::{ApiError, FieldError, Location};
 use crate::etag;
+use crate::params::{self, Checks, Query};
 use crate::state::AppState;
 
 /// A trace rendered as the seed's JSON, with its tag.
@@ -87,19 +90,71 @@ pub async fn read(
         .map_err(|error| ApiError::Internal(format!("rendering a trace: {error}")))
 }
 
-/// A path parameter, decoded; a value axum cannot decode (not UTF-8) is the client's
-/// mistake like any other.
-pub fn path_value(
-    name: &'static str,
-    path: Result<Path<String>, PathRejection>,
-) -> Result<String, FieldError> {
-    path.map(|Path(value)| value).map_err(|rejection| {
-        FieldError::new(
-            Location::Path,
-            name,
-            "string_type",
-            format!("Input should be a valid string: {}", rejection.body_text()),
-            None,
-        )
+/// What every job route starts from: the state, who asks, and the raw query string.
+pub struct Call {
+    pub state: AppState,
+    pub principal: Principal,
+    pub query: Option<String>,
+}
+
+impl FromRequestParts<AppState> for Call {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Call, ApiError> {
+        let principal = Principal::from_request_parts(parts, state).await?;
+        let Ok(RawQuery(query)) = RawQuery::from_request_parts(parts, state).await;
+        Ok(Call {
+            state: state.clone(),
+            principal,
+            query,
+        })
+    }
+}
+
+/// A route's id before it is checked: in the path (FastAPI style) or the query
+/// (standalone style); where it stands goes into its error.
+pub struct RawId {
+    value: Result<String, FieldError>,
+    location: Location,
+}
+
+impl RawId {
+    /// A value axum cannot decode (not UTF-8) is the client's mistake like any other.
+    pub fn in_path(name: &'static str, path: Result<Path<String>, PathRejection>) -> RawId {
+        let value = path.map(|Path(value)| value).map_err(|rejection| {
+            FieldError::new(
+                Location::Path,
+                name,
+                "string_type",
+                format!("Input should be a valid string: {}", rejection.body_text()),
+                None,
+            )
+        });
+        RawId {
+            value,
+            location: Location::Path,
+        }
+    }
+
+    pub fn in_query(name: &'static str, query: Option<&str>) -> RawId {
+        RawId {
+            value: params::required(query, name),
+            location: Location::Query,
+        }
+    }
+}
+
+/// Checks a route's id and the rest of its query together, so that every mistake is
+/// reported at once, the id's first.
+pub fn parse_with_id<I, T>(
+    query: Option<&str>,
+    id: RawId,
+    check_id: fn(Location, Option<&str>) -> Result<I, FieldError>,
+    rest: impl FnOnce(&mut Checks, &Query) -> Option<T>,
+) -> Result<(I, T), ApiError> {
+    Checks::run(query, |checks, query| {
+        let id = checks.take(id.value.and_then(|raw| check_id(id.location, Some(&raw))));
+        let rest = rest(checks, query);
+        Some((id?, rest?))
     })
 }

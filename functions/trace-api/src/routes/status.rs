@@ -4,18 +4,16 @@
 use std::time::Duration;
 
 use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::Path;
 use axum::http::HeaderMap;
 use axum::response::Response;
 use job_trace::MessageId;
 use tokio::time::Instant;
 
-use crate::auth::Principal;
-use crate::error::{ApiError, DetailBody, ErrorBody, FieldError, Location};
+use crate::error::ApiError;
 use crate::etag;
-use crate::params::{self, Checks};
-use crate::routes::{docs, path_value, read};
-use crate::state::AppState;
+use crate::params;
+use crate::routes::{docs, parse_with_id, read, Call, RawId};
 
 /// Status parameters both path styles share.
 struct StatusParams {
@@ -23,35 +21,22 @@ struct StatusParams {
     wait: Duration,
 }
 
-fn parse(
-    query: Option<&str>,
-    message_id: Result<String, FieldError>,
-    location: Location,
-) -> Result<(MessageId, StatusParams), ApiError> {
-    Checks::run(query, |checks, query| {
-        let message_id =
-            checks.take(message_id.and_then(|raw| params::message_id(location, Some(&raw))));
+fn parse(query: Option<&str>, id: RawId) -> Result<(MessageId, StatusParams), ApiError> {
+    parse_with_id(query, id, params::message_id, |checks, query| {
         let include_history = checks.take(params::include_history(query));
         let wait = checks.take(params::wait(query));
-        Some((
-            message_id?,
-            StatusParams {
-                include_history: include_history?,
-                wait: wait?,
-            },
-        ))
+        Some(StatusParams {
+            include_history: include_history?,
+            wait: wait?,
+        })
     })
 }
 
 /// Answers at once when the trace differs from `If-None-Match` (or none was sent), or is
 /// terminal; otherwise holds the request until the trace changes or `wait` runs out.
-async fn respond(
-    state: &AppState,
-    principal: &Principal,
-    message_id: &MessageId,
-    params: StatusParams,
-    headers: &HeaderMap,
-) -> Result<Response, ApiError> {
+async fn respond(call: Call, id: RawId, headers: &HeaderMap) -> Result<Response, ApiError> {
+    let (message_id, params) = parse(call.query.as_deref(), id)?;
+    let (state, principal, message_id) = (&call.state, &call.principal, &message_id);
     let if_none_match = etag::if_none_match(headers);
     let deadline = Instant::now() + params.wait;
     // Subscribe before reading, so that no change between the read and the wait is lost.
@@ -89,31 +74,15 @@ async fn respond(
     path = "/jobs/status/{message_id}",
     tag = "jobs",
     operation_id = "get_job_status",
-    params(
-        docs::MessageIdInPath,
-        docs::StatusQueryDoc,
-        ("If-None-Match" = Option<String>, Header, description = "An ETag from an earlier answer"),
-    ),
-    responses(
-        docs::StatusAnswers,
-        docs::FastApiErrors,
-        (status = 404, description = "No such trace (or another user's)", body = DetailBody),
-    ),
-    security((), ("bearer" = []))
+    params(docs::MessageIdInPath, docs::StatusQueryDoc, docs::IfNoneMatchDoc),
+    responses(docs::StatusAnswers, docs::FastApiErrors, docs::NoTrace)
 )]
 pub async fn by_path(
-    State(state): State<AppState>,
-    principal: Principal,
+    call: Call,
     path: Result<Path<String>, PathRejection>,
-    RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let (message_id, params) = parse(
-        query.as_deref(),
-        path_value("message_id", path),
-        Location::Path,
-    )?;
-    respond(&state, &principal, &message_id, params, &headers).await
+    respond(call, RawId::in_path("message_id", path), &headers).await
 }
 
 /// The status of one job (standalone style).
@@ -125,25 +94,10 @@ pub async fn by_path(
     path = "/status",
     tag = "jobs (standalone)",
     operation_id = "get_job_status_standalone",
-    params(
-        docs::MessageIdInQuery,
-        docs::StatusQueryDoc,
-        ("If-None-Match" = Option<String>, Header, description = "An ETag from an earlier answer"),
-    ),
-    responses(
-        docs::StatusAnswers,
-        docs::StandaloneErrors,
-        (status = 404, description = "No such trace (or another user's)", body = ErrorBody),
-    ),
-    security((), ("bearer" = []))
+    params(docs::MessageIdInQuery, docs::StatusQueryDoc, docs::IfNoneMatchDoc),
+    responses(docs::StatusAnswers, docs::StandaloneErrors, docs::NoTraceStandalone)
 )]
-pub async fn by_query(
-    State(state): State<AppState>,
-    principal: Principal,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    let raw_id = params::required(query.as_deref(), "message_id");
-    let (message_id, params) = parse(query.as_deref(), raw_id, Location::Query)?;
-    respond(&state, &principal, &message_id, params, &headers).await
+pub async fn by_query(call: Call, headers: HeaderMap) -> Result<Response, ApiError> {
+    let id = RawId::in_query("message_id", call.query.as_deref());
+    respond(call, id, &headers).await
 }
