@@ -187,11 +187,7 @@ fn string_field(object: &RawObject<'_>, names: &[&str]) -> Option<String> {
 }
 
 fn cut_for_log(raw: &str) -> String {
-    let mut end = raw.len().min(MAX_LOGGED_BYTES);
-    while !raw.is_char_boundary(end) {
-        end -= 1;
-    }
-    raw[..end].to_owned()
+    crate::rules::cut_at_char(raw, MAX_LOGGED_BYTES).to_owned()
 }
 
 /// Checks that `json` is one JSON value that a [`Value`] could hold (syntax, number

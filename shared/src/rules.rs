@@ -13,6 +13,7 @@ mod bounds;
 mod progress;
 
 pub use bounds::{bound_error, bound_result, MAX_RESULT_DEPTH};
+pub(crate) use bounds::{cut_at_char, truncation_marker};
 use progress::apply_progress;
 pub use progress::NO_STATUS_YET;
 

@@ -8,7 +8,7 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 
 use super::{bad_field, MessageError, Text};
-use crate::rules::MAX_RESULT_BYTES;
+use crate::rules::{truncation_marker, MAX_RESULT_BYTES};
 
 /// `result` as the trace will keep it. A result whose compact JSON is certainly over
 /// [`MAX_RESULT_BYTES`] becomes the marker [`crate::rules::bound_result`] would make of
@@ -25,11 +25,6 @@ pub(super) fn read_result(raw: &RawValue) -> Result<bson::Bson, MessageError> {
     let value: Value =
         serde_json::from_str(raw.get()).map_err(|e| MessageError::DataNotJson(e.to_string()))?;
     bson::to_bson(&value).map_err(|e| bad_field("result", e.to_string()))
-}
-
-/// What [`crate::rules::bound_result`] puts in place of a result of `bytes` bytes.
-fn truncation_marker(bytes: usize) -> bson::Bson {
-    bson::bson!({ "truncated": true, "original_bytes": bytes as i64 })
 }
 
 /// What serializing a JSON value compactly would give, learned by reading it once

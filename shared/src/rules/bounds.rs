@@ -7,11 +7,16 @@ pub fn bound_error(text: &str) -> String {
     if text.len() <= MAX_ERROR_BYTES {
         return text.to_owned();
     }
-    let mut end = MAX_ERROR_BYTES;
+    format!("{}…", cut_at_char(text, MAX_ERROR_BYTES))
+}
+
+/// The longest start of `text` of at most `max_bytes` that ends on a character boundary.
+pub(crate) fn cut_at_char(text: &str, max_bytes: usize) -> &str {
+    let mut end = text.len().min(max_bytes);
     while !text.is_char_boundary(end) {
         end -= 1;
     }
-    format!("{}…", &text[..end])
+    &text[..end]
 }
 
 /// Replaces a result larger than [`MAX_RESULT_BYTES`], or one the database cannot store
@@ -22,8 +27,13 @@ pub fn bound_result(result: bson::Bson) -> bson::Bson {
     if size <= MAX_RESULT_BYTES && storable(&result, 1) {
         result
     } else {
-        bson::bson!({ "truncated": true, "original_bytes": size as i64 })
+        truncation_marker(size)
     }
+}
+
+/// What stands in place of a result of `bytes` bytes that is not kept.
+pub(crate) fn truncation_marker(bytes: usize) -> bson::Bson {
+    bson::bson!({ "truncated": true, "original_bytes": bytes as i64 })
 }
 
 /// Firestore allows 20 levels of nesting in a document; `result` is one of them.
