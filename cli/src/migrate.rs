@@ -59,6 +59,7 @@ pub struct MigrateArgs {
     collection: Option<String>,
 }
 
+/// What a run found and did.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Summary {
     pub scanned: u64,

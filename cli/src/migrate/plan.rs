@@ -199,8 +199,6 @@ pub fn plan(document: &Document, offset_millis: i64, now: bson::DateTime) -> Pla
     })
 }
 
-/// What a run found and did.
-
 #[cfg(test)]
 mod tests {
     use super::*;
