@@ -163,16 +163,18 @@ impl std::fmt::Debug for DatabaseConfig {
     }
 }
 
+/// Variables as `from_iter` and the functions' `from_vars` take them, from borrowed pairs:
+/// what a test or a tool that checks a configuration builds.
+pub fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
 
     #[test]
     fn defaults_match_the_design() {

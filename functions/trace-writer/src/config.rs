@@ -187,13 +187,7 @@ impl WriterConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use job_trace::config::vars;
 
     #[test]
     fn oidc_is_the_default_and_needs_audience_and_accounts() {

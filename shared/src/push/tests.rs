@@ -52,12 +52,24 @@ fn with_data(data: &str, attributes: Value) -> Value {
     })
 }
 
+/// The key a change must carry.
+fn key(attempt: u32, rank: u8) -> crate::model::TraceKey {
+    crate::model::TraceKey { attempt, rank }
+}
+
+/// A fixture decoded and recorded as a change of `message_id` to `status`.
+fn recorded_fixture(name: &str, message_id: &str, status: JobStatus) -> Push {
+    let push = decode(&fixture(name));
+    let change = recorded(&push);
+    assert_eq!(change.message_id.as_str(), message_id);
+    assert_eq!(change.status, status);
+    push
+}
+
 #[test]
 fn job_message_fixture_is_a_queued_property_scrape() {
-    let push = decode(&fixture("push-job-message.json"));
+    let push = recorded_fixture("push-job-message.json", "1234567890", JobStatus::Queued);
     let change = recorded(&push);
-    assert_eq!(change.message_id.as_str(), "1234567890");
-    assert_eq!(change.status, JobStatus::Queued);
     assert_eq!(change.at, time("2023-06-01T12:34:56.789Z"));
     let job = change.job.as_ref().unwrap();
     assert_eq!(job.job_type, JobType::PropertyScrape);
@@ -90,17 +102,13 @@ fn batch_fixture_is_a_check_only_batch() {
 
 #[test]
 fn status_fixtures_are_events_with_their_own_times_and_keys() {
-    let processing = decode(&fixture("push-status-processing.json"));
-    let change = recorded(&processing);
-    assert_eq!(change.message_id.as_str(), "1234567890");
-    assert_eq!(change.status, JobStatus::Processing);
-    assert_eq!(
-        change.key,
-        crate::model::TraceKey {
-            attempt: 1,
-            rank: 1
-        }
+    let processing = recorded_fixture(
+        "push-status-processing.json",
+        "1234567890",
+        JobStatus::Processing,
     );
+    let change = recorded(&processing);
+    assert_eq!(change.key, key(1, 1));
     assert_eq!(change.at, time("2023-06-01T12:35:01.456Z"));
     assert_eq!(
         processing.meta.pubsub_message_id.as_deref(),
@@ -278,13 +286,7 @@ fn unreadable_job_messages_fail_their_own_job() {
         let failed = failed.expect("the job message's own id names the job");
         assert_eq!(failed.message_id.as_str(), "555");
         assert_eq!(failed.status, JobStatus::Failed);
-        assert_eq!(
-            failed.key,
-            crate::model::TraceKey {
-                attempt: 0,
-                rank: 2
-            }
-        );
+        assert_eq!(failed.key, key(0, 2));
         assert!(failed
             .error
             .as_deref()
