@@ -4,7 +4,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use base64::Engine;
+use job_trace::push::encode::PushMessage;
 use job_trace::push::{decode_push, Outcome};
 use job_trace::Change;
 use rand::seq::SliceRandom;
@@ -38,30 +38,23 @@ fn rfc3339(millis: i64) -> String {
 }
 
 /// The push body of a message whose data is the JSON text `data`: a job message, or a
-/// status event of job `event_of`.
+/// status event of job `event_of`, built by the one encoder the tests and the CLI use.
 pub fn wrap(message_id: &str, data: &str, publish_ms: i64, event_of: Option<&str>) -> String {
-    let data = base64::engine::general_purpose::STANDARD.encode(data);
-    let mut message = json!({
-        "attributes": {},
-        "data": data,
-        "messageId": message_id,
-        "message_id": message_id,
-        "publishTime": rfc3339(publish_ms),
-        "publish_time": rfc3339(publish_ms),
-    });
-    let subscription = match event_of {
-        Some(job) => {
-            message["attributes"] = json!({ "trace_event": "status" });
-            message["orderingKey"] = json!(job);
-            "projects/demo/subscriptions/job-trace-events-push"
-        }
-        None => "projects/demo/subscriptions/scrape-jobs-trace",
+    let published =
+        chrono::DateTime::from_timestamp_millis(publish_ms).expect("times within range");
+    let message = PushMessage::new(message_id, data, published);
+    let (message, subscription) = match event_of {
+        Some(job) => (
+            message.status_event(job),
+            "projects/demo/subscriptions/job-trace-events-push",
+        ),
+        None => (message, "projects/demo/subscriptions/scrape-jobs-trace"),
     };
-    json!({ "message": message, "subscription": subscription, "deliveryAttempt": 1 }).to_string()
+    let mut body = message.wrapped(subscription);
+    body["deliveryAttempt"] = json!(1);
+    body.to_string()
 }
 
-/// One job created at `created_ms`, with the lifecycle mix a scraper produces: mostly
-/// success, some not found, some failing once and succeeding on a retry, a few failing.
 pub fn job(rng: &mut impl Rng, user: String, created_ms: i64) -> Job {
     let message_id = next_id();
     let property = rng.random_range(10_000_000..99_999_999u32);
