@@ -113,6 +113,28 @@ resource "google_firestore_index" "updated_at_desc" {
   }
 }
 
+# { status: 1, updated_at: 1 }: the operators' listings across users (stalled jobs oldest
+# first, recent failures newest first; GET /api/v1/jobs).
+resource "google_firestore_index" "status_asc_updated_at_asc" {
+  count = var.enable_firestore ? 1 : 0
+
+  project     = var.project_id
+  database    = google_firestore_database.traces[0].name
+  collection  = var.collection_job_traces
+  api_scope   = "MONGODB_COMPATIBLE_API"
+  query_scope = "COLLECTION_GROUP"
+  density     = "DENSE"
+
+  fields {
+    field_path = "status"
+    order      = "ASCENDING"
+  }
+  fields {
+    field_path = "updated_at"
+    order      = "ASCENDING"
+  }
+}
+
 # The one TTL of the collection: a trace is deleted once expire_at has passed (Firestore
 # deletes expired documents within about a day, not at the second).
 resource "google_firestore_field" "expire_at_ttl" {

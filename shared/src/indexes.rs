@@ -74,7 +74,9 @@ impl IndexSpec {
 }
 
 /// The seed's index set: unique `message_id`; `line_user_id`; `status`; `created_at` and
-/// `updated_at` descending; TTL on `created_at` (7 d); partial TTL on `completed_at` (3 d).
+/// `updated_at` descending; TTL on `created_at` (7 d); partial TTL on `completed_at` (3 d);
+/// and, beyond the seed, `{status: 1, updated_at: 1}` for the operators' listings (stalled
+/// jobs oldest first, recent ones newest first, across users: `store::ops`).
 pub fn seed_index_set() -> Vec<IndexSpec> {
     use Direction::*;
     let mut message_id = IndexSpec::new(vec![("message_id", Ascending)]);
@@ -92,6 +94,7 @@ pub fn seed_index_set() -> Vec<IndexSpec> {
         IndexSpec::new(vec![("updated_at", Descending)]),
         created_ttl,
         completed_ttl,
+        IndexSpec::new(vec![("status", Ascending), ("updated_at", Ascending)]),
     ]
 }
 
@@ -111,7 +114,8 @@ mod tests {
                 "created_at_-1",
                 "updated_at_-1",
                 "created_at_1",
-                "completed_at_1"
+                "completed_at_1",
+                "status_1_updated_at_1"
             ]
         );
     }

@@ -11,11 +11,13 @@ use crate::model::{HistoryEntry, JobStatus, JobType, StoredProgress, TraceDocume
 
 mod bounds;
 mod progress;
+mod sweep;
 
 pub use bounds::{bound_error, bound_result, MAX_RESULT_DEPTH};
 pub(crate) use bounds::{cut_at_char, truncation_marker};
 use progress::apply_progress;
 pub use progress::NO_STATUS_YET;
+pub use sweep::{describe_seconds, still_stalled, Sweep};
 
 /// How many attempts the history keeps (the latest ones).
 pub const HISTORY_ATTEMPTS: i64 = 5;
@@ -59,6 +61,9 @@ pub struct Change {
     /// A progress report: then `key`, `status`, `error` and `result` mean nothing, since
     /// progress never changes a status ([`apply`] takes its own path).
     pub progress: Option<StoredProgress>,
+    /// An operator's sweep of a stalled trace ([`Change::swept`]): it applies only to a
+    /// trace still at `key` and stalled, and [`apply`] takes its own path.
+    pub sweep: Option<Sweep>,
 }
 
 impl Change {
@@ -76,6 +81,7 @@ impl Change {
             error: None,
             result: None,
             progress: None,
+            sweep: None,
         }
     }
 
@@ -100,6 +106,7 @@ impl Change {
             error: error.map(|text| bound_error(&text)),
             result: result.map(bound_result),
             progress: None,
+            sweep: None,
         }
     }
 
@@ -130,6 +137,7 @@ impl Change {
                 total,
                 note: note.map(|text| bound_error(&text)),
             }),
+            sweep: None,
         }
     }
 
@@ -149,6 +157,7 @@ impl Change {
             error: Some(bound_error(reason)),
             result: None,
             progress: None,
+            sweep: None,
         }
     }
 
@@ -201,6 +210,9 @@ pub fn apply(current: Option<&TraceDocument>, change: &Change) -> TraceDocument 
     if let Some(report) = &change.progress {
         return apply_progress(current, change, report);
     }
+    if let (Some(sweep), Some(doc)) = (&change.sweep, current) {
+        return sweep::apply_sweep(doc, change, sweep);
+    }
     let t = change.at;
     let a = i64::from(change.key.attempt);
     let r = i32::from(change.key.rank);
@@ -224,16 +236,10 @@ pub fn apply(current: Option<&TraceDocument>, change: &Change) -> TraceDocument 
     let created_at = old(|doc| doc.created_at).map_or(t, |created| created.min(t));
     let updated_at = old(|doc| doc.updated_at).map_or(t, |updated| updated.max(t));
 
-    let mut history = current.map(|doc| doc.history.clone()).unwrap_or_default();
-    let entry = change.history_entry();
-    if !history.contains(&entry) {
-        history.push(entry);
-    }
-    history.sort_by(history_order);
-    let newest_attempt = history.iter().map(|e| e.attempt).max().unwrap_or(0);
-    history.retain(|e| e.attempt > newest_attempt - HISTORY_ATTEMPTS);
-    let overflow = history.len().saturating_sub(HISTORY_MAX_ENTRIES);
-    history.drain(..overflow);
+    let history = with_entry(
+        current.map(|doc| doc.history.clone()).unwrap_or_default(),
+        change.history_entry(),
+    );
 
     let job = change.job.as_ref();
     let known = |pick: fn(&TraceDocument) -> Option<String>, new: Option<String>| {
@@ -292,11 +298,34 @@ pub fn apply(current: Option<&TraceDocument>, change: &Change) -> TraceDocument 
     next
 }
 
+/// `history` with `entry` added once, in [`history_order`], bounded to the latest
+/// attempts and entries.
+fn with_entry(mut history: Vec<HistoryEntry>, entry: HistoryEntry) -> Vec<HistoryEntry> {
+    if !history.contains(&entry) {
+        history.push(entry);
+    }
+    history.sort_by(history_order);
+    let newest_attempt = history.iter().map(|e| e.attempt).max().unwrap_or(0);
+    history.retain(|e| e.attempt > newest_attempt - HISTORY_ATTEMPTS);
+    let overflow = history.len().saturating_sub(HISTORY_MAX_ENTRIES);
+    history.drain(..overflow);
+    history
+}
+
+/// The trace after `change`, or none: a sweep never makes a trace of nothing (the store
+/// writes it only to an existing trace), everything else does.
+pub fn apply_to(current: Option<&TraceDocument>, change: &Change) -> Option<TraceDocument> {
+    if change.sweep.is_some() && current.is_none() {
+        return None;
+    }
+    Some(apply(current, change))
+}
+
 /// Applies `changes` in order to an absent trace.
 pub fn replay<'a>(changes: impl IntoIterator<Item = &'a Change>) -> Option<TraceDocument> {
     changes
         .into_iter()
-        .fold(None, |doc, change| Some(apply(doc.as_ref(), change)))
+        .fold(None, |doc, change| apply_to(doc.as_ref(), change))
 }
 
 #[cfg(test)]

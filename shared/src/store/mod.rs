@@ -13,6 +13,7 @@
 
 pub mod cas;
 pub mod check;
+pub mod ops;
 pub mod pipeline;
 
 use std::collections::HashMap;
@@ -211,9 +212,12 @@ impl TraceStore {
 
     /// Applies one change with the configured strategy, within the store's timeout.
     pub async fn apply(&self, change: &Change) -> Result<(), StoreError> {
+        if change.sweep.is_some() {
+            return self.sweep(change).await.map(drop);
+        }
         match self.write {
             StoreWrite::Pipeline => self.bounded(self.apply_pipeline(change)).await,
-            StoreWrite::Cas => self.bounded(self.apply_cas(change)).await,
+            StoreWrite::Cas => self.bounded(self.apply_cas(change)).await.map(drop),
         }
     }
 

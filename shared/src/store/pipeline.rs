@@ -11,11 +11,11 @@ use crate::rules::{Change, HISTORY_ATTEMPTS, HISTORY_MAX_ENTRIES, NO_STATUS_YET}
 
 /// Wraps a value so that the pipeline reads it as data, never as a field path or operator
 /// (an error text such as `"$status"` must stay text).
-fn literal(value: impl Into<Bson>) -> Bson {
+pub(super) fn literal(value: impl Into<Bson>) -> Bson {
     Bson::Document(doc! { "$literal": value.into() })
 }
 
-fn optional_literal<T: Into<Bson>>(value: Option<T>) -> Bson {
+pub(super) fn optional_literal<T: Into<Bson>>(value: Option<T>) -> Bson {
     value.map_or(Bson::Null, literal)
 }
 
@@ -44,6 +44,16 @@ fn implied_by_legacy(pick: fn(TraceKey) -> i64) -> Bson {
 /// `let applies = (a, r) > (old_attempt, old_rank)`; the history gets the new entry
 /// (`if !history.contains(&entry) { history.push(entry) }`, as a set union).
 fn step_compare_keys(change: &Change) -> Document {
+    doc! { "$set": {
+        "_old_attempt": stored_or("attempt", implied_by_legacy(|k| i64::from(k.attempt))),
+        "_old_rank": stored_or("rank", implied_by_legacy(|k| i64::from(k.rank))),
+        "_history": history_with_entry(change),
+    } }
+}
+
+/// The stored history with `change`'s entry, as a set union (unsorted: see
+/// [`bounded_history`]).
+pub(super) fn history_with_entry(change: &Change) -> Bson {
     let entry = change.history_entry();
     let entry = doc! {
         "attempt": entry.attempt,
@@ -52,11 +62,22 @@ fn step_compare_keys(change: &Change) -> Document {
         "at": entry.at,
         "error": optional_literal(entry.error),
     };
-    doc! { "$set": {
-        "_old_attempt": stored_or("attempt", implied_by_legacy(|k| i64::from(k.attempt))),
-        "_old_rank": stored_or("rank", implied_by_legacy(|k| i64::from(k.rank))),
-        "_history": { "$setUnion": [{ "$ifNull": ["$history", []] }, [entry]] },
-    } }
+    Bson::Document(doc! { "$setUnion": [{ "$ifNull": ["$history", []] }, [entry]] })
+}
+
+/// apply: `history.sort_by(history_order)`, `retain` the latest attempts, `drain` the
+/// overflow; of the working field `$_history`.
+pub(super) fn bounded_history() -> Bson {
+    Bson::Document(doc! { "$slice": [
+        { "$filter": {
+            "input": { "$sortArray": {
+                "input": "$_history",
+                "sortBy": { "attempt": 1, "rank": 1, "at": 1, "status": 1, "error": 1 },
+            } },
+            "cond": { "$gt": ["$$this.attempt", { "$subtract": [{ "$max": "$_history.attempt" }, HISTORY_ATTEMPTS] }] },
+        } },
+        -(HISTORY_MAX_ENTRIES as i32),
+    ] })
 }
 
 /// The second half of `step_compare_keys` (a `$set` cannot read what it sets).
@@ -122,18 +143,7 @@ fn step_fields(change: &Change) -> Document {
         "result": if_applies(optional_literal(change.result.clone()), "result"),
         "attempt": { "$cond": ["$_applies", a, "$attempt"] },
         "rank": { "$cond": ["$_applies", r, "$rank"] },
-        // apply: `history.sort_by(history_order)`, `retain` the latest attempts, `drain`
-        // the overflow.
-        "history": { "$slice": [
-            { "$filter": {
-                "input": { "$sortArray": {
-                    "input": "$_history",
-                    "sortBy": { "attempt": 1, "rank": 1, "at": 1, "status": 1, "error": 1 },
-                } },
-                "cond": { "$gt": ["$$this.attempt", { "$subtract": [{ "$max": "$_history.attempt" }, HISTORY_ATTEMPTS] }] },
-            } },
-            -(HISTORY_MAX_ENTRIES as i32),
-        ] },
+        "history": bounded_history(),
         REVISION: { "$add": [{ "$ifNull": [format!("${REVISION}"), 0_i64] }, 1_i64] },
     } }
 }
@@ -142,7 +152,7 @@ fn step_fields(change: &Change) -> Document {
 ///
 /// Date arithmetic through milliseconds ($toLong/$toDate) rather than `$add` of a date
 /// and a number: SecantusDB's Rust server refuses the latter.
-fn step_expiry() -> Document {
+pub(super) fn step_expiry() -> Document {
     doc! { "$set": {
         "expire_at": { "$min": [
             { "$toDate": { "$add": [{ "$toLong": "$created_at" }, CREATED_TTL_SECONDS as i64 * 1000] } },
