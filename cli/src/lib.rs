@@ -7,6 +7,7 @@ pub mod demo;
 pub mod messages;
 pub mod migrate;
 pub mod stored;
+pub mod sweep;
 pub mod topology;
 pub mod transport;
 pub mod watch;

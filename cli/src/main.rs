@@ -7,7 +7,7 @@ use job_trace::model::JobStatus;
 use jobtrace::messages::{job_message, StatusReport};
 use jobtrace::transport::{self, Sink, Target, TargetChoice};
 use jobtrace::watch::{describe, status_of, transition_key, Api, LOCAL_API};
-use jobtrace::{check_backend, demo, migrate, Failure};
+use jobtrace::{check_backend, demo, migrate, sweep, Failure};
 
 /// Exit codes of `watch` (and of `demo`), for scripts that wait on a job.
 const EXIT_FAILED: u8 = 3;
@@ -133,6 +133,9 @@ enum Command {
     },
     /// Bring the original system's traces up to this system's fields (dry run by default).
     Migrate(migrate::MigrateArgs),
+    /// Mark jobs failed that are queued or processing with nothing recorded for longer
+    /// than --stalled-for (dry run by default; MONGO_URI, MONGO_DATABASE, STORE_WRITE).
+    Sweep(sweep::SweepArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -303,6 +306,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
             })
         }
         Command::Migrate(args) => migrate::main(args).await,
+        Command::Sweep(args) => sweep::main(args).await,
     }
 }
 

@@ -3,7 +3,7 @@
 
 use job_trace::ids::{LineUserId, MessageId};
 use job_trace::model::{JobStatus, JobType, StoredProgress, TraceDocument};
-use job_trace::rules::{Change, JobDetails};
+use job_trace::rules::{self, Change, JobDetails};
 use rand::seq::SliceRandom;
 use rand::Rng;
 
@@ -124,6 +124,31 @@ pub fn arrival_order(rng: &mut impl Rng, history: &History, message_id: &Message
     }
     arrivals.shuffle(rng);
     arrivals
+}
+
+/// `arrivals` with an operator's sweeps between them: now and then, the sweep
+/// (`jobtrace sweep --stalled-for 10m`) of the trace as it stands at that point, when it
+/// is unfinished; run a little before or after the threshold is reached, so that some
+/// apply and some find the trace not stalled yet.
+pub fn with_sweeps(rng: &mut impl Rng, arrivals: &[Change]) -> Vec<Change> {
+    const THRESHOLD_SECONDS: u64 = 600;
+    let mut with = Vec::new();
+    let mut doc: Option<TraceDocument> = None;
+    for change in arrivals {
+        if let Some(current) = doc.as_ref().filter(|_| rng.random_bool(0.3)) {
+            let updated = current.updated_at.map_or(0, |t| t.timestamp_millis());
+            let at = bson::DateTime::from_millis(
+                updated + THRESHOLD_SECONDS as i64 * 1000 + rng.random_range(-5_000..5_000),
+            );
+            if let Some(sweep) = Change::swept(current, THRESHOLD_SECONDS, at) {
+                doc = rules::apply_to(Some(current), &sweep);
+                with.push(sweep);
+            }
+        }
+        doc = rules::apply_to(doc.as_ref(), change);
+        with.push(change.clone());
+    }
+    with
 }
 
 /// What DESIGN.md's rules say the converged trace must show, derived from the history

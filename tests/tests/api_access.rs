@@ -485,3 +485,48 @@ async fn a_token_not_valid_yet_is_refused() {
         assert_eq!(status, expected, "{what}: {body}");
     }
 }
+
+/// The operators' views cross every user's jobs: the token's holder may read them, no
+/// LINE user may, and without the token nobody may.
+#[tokio::test]
+async fn operator_views_need_the_token_and_are_refused_to_every_line_user() {
+    let token_api = Api::start(
+        "api_ops_token",
+        config(&[("API_AUTH", "token"), ("API_TOKEN", API_TOKEN)]),
+    )
+    .await;
+    two_users(&token_api).await;
+    let line_api = Api::start(
+        "api_ops_line",
+        config(&[
+            ("API_AUTH", "line"),
+            ("LINE_CHANNEL_ID", CHANNEL_ID),
+            ("LINE_CHANNEL_SECRET", CHANNEL_SECRET),
+        ]),
+    )
+    .await;
+    let alice = hs256(&claims("Ualice"), CHANNEL_SECRET);
+    for path in [
+        "/api/v1/jobs?stalled_for=1",
+        "/api/v1/jobs",
+        "/api/v1/jobs/stats",
+    ] {
+        let (status, _) = get_as(&token_api, path, None).await;
+        assert_eq!(status, 401, "{path} without the token");
+        let (status, _) = get_as(&token_api, path, Some("not-the-token-0123456789")).await;
+        assert_eq!(status, 401, "{path} with a wrong token");
+        let (status, body) = get_as(&token_api, path, Some(API_TOKEN)).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        let (status, body) = get_as(&line_api, path, Some(&alice)).await;
+        assert_eq!(
+            (status, body),
+            (
+                403,
+                json!({"detail": "Operator views need the API token: a LINE user sees only their own jobs"})
+            ),
+            "{path}"
+        );
+    }
+    let (_, body) = get_as(&token_api, "/api/v1/jobs", Some(API_TOKEN)).await;
+    assert_eq!(body["total_count"], 2, "both users' jobs");
+}

@@ -18,7 +18,7 @@ use job_trace::TraceStore;
 use job_trace_tests::disguise::Proxy;
 use job_trace_tests::histories::{
     arrival_order, check_legacy_semantics, check_semantics, legacy_document, legacy_trace,
-    random_history,
+    random_history, with_sweeps,
 };
 use job_trace_tests::{counted_store, fresh_store, unique_name, Database};
 use rand::rngs::StdRng;
@@ -243,6 +243,123 @@ async fn the_store_agrees_with_the_rules_for_every_arrival_order(store: TraceSto
         failures.len(),
         failures[0]
     );
+}
+
+/// Where a job stands: what a sweep changes and a later real event restores.
+fn standing(
+    doc: &TraceDocument,
+) -> (
+    JobStatus,
+    (i64, i32),
+    Option<String>,
+    Option<bson::DateTime>,
+) {
+    (
+        doc.status,
+        rules::stored_key(doc),
+        doc.error.clone(),
+        doc.completed_at,
+    )
+}
+
+/// Histories in random arrival orders with sweeps between the arrivals: the store
+/// writes what the rules say, and a sweep stands only while no real message with a
+/// greater key has arrived after it; otherwise the job stands where it would without it.
+async fn sweeps_through_the_store_agree_with_the_rules(store: TraceStore) {
+    let seed: u64 = std::env::var("JOBTRACE_SEED")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| rand::rng().random());
+    let mut rng = StdRng::seed_from_u64(seed);
+    let (mut applied, mut overridden) = (0, 0);
+    for n in 0..120 {
+        let history = random_history(&mut rng, id(&format!("s{n}")));
+        let order = arrival_order(&mut rng, &history, &id(&format!("s{n}")));
+        let swept = with_sweeps(&mut rng, &order);
+        let expected = rules::replay(&swept).unwrap();
+        let stored = without_id(apply_all(&store, &swept).await);
+        assert_eq!(
+            stored, expected,
+            "JOBTRACE_SEED={seed}, arrivals {swept:#?}"
+        );
+        let without = rules::replay(&order).unwrap();
+        let mut doc = None;
+        let mut last_sweep = None;
+        for change in &swept {
+            let next = rules::apply_to(doc.as_ref(), change);
+            if change.sweep.is_some() && next != doc {
+                last_sweep = Some(rules::stored_key(doc.as_ref().unwrap()));
+                applied += 1;
+            }
+            doc = next;
+        }
+        match last_sweep {
+            Some(key) if rules::stored_key(&without) == key => {
+                assert_eq!(stored.status, JobStatus::Failed, "JOBTRACE_SEED={seed}");
+                assert!(stored.error.as_deref().unwrap_or("").starts_with("swept: "));
+            }
+            Some(_) => {
+                overridden += 1;
+                assert_eq!(
+                    standing(&stored),
+                    standing(&without),
+                    "JOBTRACE_SEED={seed}"
+                );
+            }
+            None => assert_eq!(
+                standing(&stored),
+                standing(&without),
+                "JOBTRACE_SEED={seed}"
+            ),
+        }
+    }
+    eprintln!("sweeps: {applied} applied, {overridden} histories where a later event overrode one");
+    assert!(
+        applied > 0 && overridden > 0,
+        "the histories exercise sweeps (JOBTRACE_SEED={seed})"
+    );
+}
+
+/// A sweep written after a real event landed (the listing is older than the trace)
+/// changes nothing: the write is conditioned on the trace being as listed.
+async fn a_sweep_loses_to_an_event_that_landed_first(store: TraceStore) {
+    let listed = apply_all(
+        &store,
+        &[job("w1"), event("w1", JobStatus::Processing, 1, 5)],
+    )
+    .await;
+    let sweep = Change::swept(&listed, 600, at(5 + 700)).unwrap();
+    // The worker reports progress after the listing, before the sweep's write.
+    store
+        .apply(&Change::progress(id("w1"), 1, at(650), 1, 2, None))
+        .await
+        .unwrap();
+    assert!(
+        !store.sweep(&sweep).await.unwrap(),
+        "nothing recorded since: not true any more"
+    );
+    let after = store.get(&id("w1")).await.unwrap().unwrap();
+    assert_eq!(after.status, JobStatus::Processing);
+    // Without anything new, the same sweep applies once, and only once.
+    let listed = apply_all(
+        &store,
+        &[job("w2"), event("w2", JobStatus::Processing, 1, 5)],
+    )
+    .await;
+    let sweep = Change::swept(&listed, 600, at(5 + 700)).unwrap();
+    assert!(store.sweep(&sweep).await.unwrap());
+    assert!(
+        !store.sweep(&sweep).await.unwrap(),
+        "a second run finds it failed"
+    );
+    let swept = store.get(&id("w2")).await.unwrap().unwrap();
+    assert_eq!(swept.status, JobStatus::Failed);
+    store
+        .apply(&event("w2", JobStatus::Success, 1, 800))
+        .await
+        .unwrap();
+    let done = store.get(&id("w2")).await.unwrap().unwrap();
+    assert_eq!((done.status, done.error), (JobStatus::Success, None));
 }
 
 async fn fifty_concurrent_first_writes_make_one_document(store: TraceStore) {
@@ -597,4 +714,6 @@ for_each_strategy!(
     a_legacy_trace_moves_on_as_the_rules_say,
     an_unreadable_first_write_failure_is_an_error,
     both_strategies_maintain_the_revision,
+    sweeps_through_the_store_agree_with_the_rules,
+    a_sweep_loses_to_an_event_that_landed_first,
 );

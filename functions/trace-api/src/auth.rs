@@ -44,6 +44,13 @@ pub enum Principal {
 }
 
 impl Principal {
+    /// Whether the caller may use the operators' views (jobs across users, statistics):
+    /// a holder of the shared token, or anyone when access control is off; never a LINE
+    /// user, who may see only their own traces.
+    pub fn is_operator(&self) -> bool {
+        matches!(self, Principal::Anyone | Principal::Service)
+    }
+
     /// Whether the caller may see a trace of `owner`.
     pub fn may_see(&self, owner: Option<&str>) -> bool {
         match self {

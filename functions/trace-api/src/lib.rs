@@ -9,6 +9,7 @@
 //! | `GET /api/v1/jobs/status/{message_id}`, `GET /job/status?message_id=` | [`routes::status`] |
 //! | `GET /api/v1/jobs/user/{line_user_id}`, `GET /job/user?line_user_id=` | [`routes::user`] |
 //! | `GET /api/v1/jobs/status/{message_id}/events` | [`routes::events`] |
+//! | `GET /api/v1/jobs?stalled_for=`, `GET /api/v1/jobs/stats` (operators) | [`routes::ops`] |
 //! | `GET /openapi.json`, `GET /healthz`, `GET /readyz`, `GET /health`, `GET /ready` | here and `job_trace::http` |
 //! | `GET /` (status page), `GET /job-status.js` | [`routes::page`] |
 
@@ -128,7 +129,9 @@ fn api_router() -> OpenApiRouter<AppState> {
     let fastapi = OpenApiRouter::new()
         .routes(routes!(routes::status::by_path))
         .routes(routes!(routes::events::stream))
-        .routes(routes!(routes::user::by_path));
+        .routes(routes!(routes::user::by_path))
+        .routes(routes!(routes::ops::jobs))
+        .routes(routes!(routes::ops::stats));
     let standalone = OpenApiRouter::new()
         .routes(routes!(routes::status::by_query))
         .routes(routes!(routes::user::by_query));

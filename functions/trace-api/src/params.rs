@@ -83,7 +83,7 @@ pub fn line_user_id(location: Location, raw: Option<&str>) -> Result<LineUserId,
     LineUserId::parse(raw).map_err(|e| id_error(location, "line_user_id", e, raw))
 }
 
-fn integer(name: &'static str, raw: &str, min: u64, max: u64) -> Result<u64, FieldError> {
+pub fn integer(name: &'static str, raw: &str, min: u64, max: u64) -> Result<u64, FieldError> {
     let value: i128 = raw.parse().map_err(|_| {
         FieldError::new(
             Location::Query,

@@ -4,6 +4,7 @@
 
 pub mod docs;
 pub mod events;
+pub mod ops;
 pub mod page;
 pub mod status;
 pub mod user;

@@ -17,11 +17,11 @@ use crate::routes::{docs, parse_with_id, Call, RawId};
 #[derive(Serialize, utoipa::ToSchema)]
 #[schema(as = JobList)]
 pub struct UserJobs {
-    jobs: Vec<job_trace::model::TraceView>,
-    /// All the user's jobs that match the filters.
-    total_count: u64,
-    limit: u32,
-    skip: u64,
+    pub(crate) jobs: Vec<job_trace::model::TraceView>,
+    /// All the jobs that match the filters.
+    pub(crate) total_count: u64,
+    pub(crate) limit: u32,
+    pub(crate) skip: u64,
 }
 
 fn parse(query: Option<&str>, id: RawId) -> Result<(UserQuery, bool), ApiError> {
