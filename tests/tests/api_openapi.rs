@@ -12,7 +12,9 @@ use job_trace_tests::project_root;
 use serde_json::Value;
 use trace_api::ApiConfig;
 
-const ROUTES: [&str; 10] = [
+const ROUTES: [&str; 12] = [
+    "/api/v1/jobs",
+    "/api/v1/jobs/stats",
     "/api/v1/jobs/status/{message_id}",
     "/api/v1/jobs/status/{message_id}/events",
     "/api/v1/jobs/user/{line_user_id}",
@@ -193,6 +195,32 @@ async fn the_document_describes_every_route_parameter_and_error_body() {
         document["components"]["securitySchemes"]["bearer"]["scheme"],
         "bearer"
     );
+
+    // The operators' views: their parameters, who may read them, and their bodies.
+    assert_eq!(
+        parameter_names(&op("/api/v1/jobs"), "query"),
+        names(&["stalled_for", "limit", "skip", "status", "job_type", "include"])
+    );
+    assert_eq!(
+        parameter_names(&op("/api/v1/jobs/stats"), "query"),
+        names(&["window"])
+    );
+    for route in ["/api/v1/jobs", "/api/v1/jobs/stats"] {
+        let operation = op(route);
+        for code in ["200", "401", "403", "422", "503"] {
+            assert!(operation["responses"][code].is_object(), "{route} {code}");
+        }
+        let description = operation["description"].as_str().unwrap_or_default();
+        for says in ["API_AUTH=token", "API_AUTH=line", "(403)", "API_AUTH=none"] {
+            assert!(description.contains(says), "{route}: {description}");
+        }
+        assert_eq!(operation["tags"], serde_json::json!(["operations"]), "{route}");
+    }
+    assert!(body_ref(&op("/api/v1/jobs"), "200").ends_with("/JobList"));
+    let stats = properties(schemas, &schemas["JobStatsWindow"]);
+    for field in ["window", "since", "jobs", "by_status", "by_job_type", "top_errors", "durations"] {
+        assert!(stats.contains(field), "JobStatsWindow.{field}: {stats:?}");
+    }
 }
 
 #[tokio::test]
