@@ -507,6 +507,56 @@ export async function listUserJobs(apiBase, lineUserId, options = {}) {
 }
 
 /**
+ * A page of jobs across users (an operator view: with `API_AUTH=token` it needs the
+ * token; every LINE user gets 403). With `stalledFor` (seconds): the jobs queued or
+ * processing with nothing recorded for longer, oldest first; without: the most recently
+ * changed first.
+ * @param {string} apiBase
+ * @param {RequestOptions & { stalledFor?: number, limit?: number, skip?: number, status?: string | string[], jobType?: 'property_scrape' | 'batch_check' }} [options]
+ * @returns {Promise<JobList>}
+ */
+export async function listJobs(apiBase, options = {}) {
+  const query = new URLSearchParams();
+  if (options.stalledFor !== undefined) query.set('stalled_for', String(options.stalledFor));
+  if (options.limit !== undefined) query.set('limit', String(options.limit));
+  if (options.skip !== undefined) query.set('skip', String(options.skip));
+  if (options.status !== undefined) {
+    query.set('status', Array.isArray(options.status) ? options.status.join(',') : options.status);
+  }
+  if (options.jobType !== undefined) query.set('job_type', options.jobType);
+  if (options.includeHistory) query.set('include', 'history');
+  const response = await request(withQuery(`${trimBase(apiBase)}/api/v1/jobs`, query), options, undefined);
+  if (!response.ok) throw await httpError(response, undefined);
+  return readJson(response, undefined);
+}
+
+/**
+ * @typedef {object} JobStats
+ * @property {number} window seconds
+ * @property {string} since
+ * @property {number} jobs how many jobs the figures are of
+ * @property {boolean} truncated the window held more jobs than were read
+ * @property {Record<string, number>} by_status
+ * @property {Record<string, number>} by_job_type
+ * @property {{ error: string, count: number }[]} top_errors
+ * @property {{ count: number, median_ms: number | null, p95_ms: number | null }} durations
+ */
+
+/**
+ * The statistics of the jobs created in the last `window` seconds (an operator view).
+ * @param {string} apiBase
+ * @param {RequestOptions & { window?: number }} [options]
+ * @returns {Promise<JobStats>}
+ */
+export async function getJobStats(apiBase, options = {}) {
+  const query = new URLSearchParams();
+  if (options.window !== undefined) query.set('window', String(options.window));
+  const response = await request(withQuery(`${trimBase(apiBase)}/api/v1/jobs/stats`, query), options, undefined);
+  if (!response.ok) throw await httpError(response, undefined);
+  return readJson(response, undefined);
+}
+
+/**
  * @param {string} url
  * @param {RequestOptions} options
  * @param {string | undefined} messageId

@@ -12,6 +12,14 @@
 // reports and then the status events through trace-writer, and sees each job's bar and
 // then its change without a reload. Prints
 // `ok <what>` lines; any failed check exits non-zero.
+//
+// With VIEW=operations it checks the Operations view instead: STALLED (the id of a job
+// stalled for hours) and STALLED_USER, FAILED and FAILED_ERROR (a failed job of another
+// user), COUNTS (status → how many jobs the statistics count), and PUSH (the push of the
+// stalled job's late success): the view shows the stalled job with its user, the failure
+// with its error and history, the counts, and then, without a reload, the stalled job
+// gone and the success counted. SCREENSHOT_STALLED, when set, is where to save the view
+// before that success.
 import assert from 'node:assert/strict';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -20,10 +28,6 @@ import { dirname, join } from 'node:path';
 import { chromium } from 'playwright-core';
 
 const env = process.env;
-const jobs = env.JOBS.split(',');
-const pushes = JSON.parse(env.PUSHES);
-const expect = JSON.parse(env.EXPECT);
-const progress = JSON.parse(env.PROGRESS);
 const say = (line) => process.stdout.write(`${line}\n`);
 
 const profile = mkdtempSync(join(tmpdir(), 'jobtrace-chromium-'));
@@ -72,6 +76,100 @@ try {
   assert.equal(await page.title(), 'Job status · job trace');
   say('ok loaded');
 
+  // Proof against a reload: a value that only this document has.
+  await page.evaluate(() => {
+    window.__sameDocument = 'still here';
+  });
+
+  if (env.VIEW === 'operations') await operationsView(page);
+  else await userView(page);
+
+  assert.equal(await page.evaluate(() => window.__sameDocument), 'still here', 'the page was reloaded');
+  assert.deepEqual(documents, [env.PAGE_URL], 'exactly one document request');
+  say('ok no navigation');
+
+  assert.deepEqual(problems, [], 'no page errors, console errors or CSP violations');
+  assert.deepEqual(failedRequests, [], 'no failed requests');
+  say('ok no errors');
+
+  mkdirSync(dirname(env.SCREENSHOT), { recursive: true });
+  await page.screenshot({ path: env.SCREENSHOT, fullPage: true });
+  say(`ok screenshot ${env.SCREENSHOT}`);
+} catch (error) {
+  failed = true;
+  console.error(error);
+} finally {
+  await context.close();
+  rmSync(profile, { recursive: true, force: true });
+}
+process.exit(failed ? 1 : 0);
+
+/** Posts a Pub/Sub push body to trace-writer, as Pub/Sub would. */
+async function publish(push) {
+  const answer = await fetch(env.WRITER_URL, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify(push),
+  });
+  assert.ok(answer.ok, `trace-writer answered ${answer.status}: ${await answer.text()}`);
+}
+
+/** The Operations view: stalled jobs, failures and statistics across users, live. */
+async function operationsView(page) {
+  await page.click('#nav-ops');
+  const stalled = page.locator(`#stalled li.job[data-message-id="${env.STALLED}"]`);
+  const failure = page.locator(`#failures li.job[data-message-id="${env.FAILED}"]`);
+  await stalled.waitFor({ timeout: 10_000 });
+  await failure.waitFor({ timeout: 10_000 });
+  assert.equal(new URL(page.url()).searchParams.get('view'), 'ops', 'the view is in the address');
+  assert.equal((await stalled.locator('.badge').first().textContent()).trim(), 'Processing');
+  assert.equal(await stalled.locator('.who').textContent(), env.STALLED_USER);
+  assert.match(await stalled.locator('.silent').textContent(), /^silent for \d+ h \d+ min$/);
+  say('ok stalled job shown with its user');
+
+  assert.equal(await failure.locator('.error-text').textContent(), env.FAILED_ERROR);
+  assert.ok(await failure.locator('details.history').evaluate((d) => d.open), 'the history is open');
+  assert.deepEqual(await failure.locator('details.history li .badge').allTextContents(), ['Queued', 'Processing', 'Failed']);
+  say('ok failure shown with its error and history');
+
+  const count = (status) => page.locator(`#stats-status div[data-name="${status}"] dd`).textContent();
+  const counts = JSON.parse(env.COUNTS);
+  for (const [status, n] of Object.entries(counts)) assert.equal(await count(status), String(n), status);
+  assert.match(await page.locator('#stats-errors').textContent(), new RegExp(`1 ×${escape(env.FAILED_ERROR)}`));
+  assert.match(await page.textContent('#stats-durations'), /^Created to finished: median /);
+  say('ok statistics');
+
+  if (env.SCREENSHOT_STALLED) {
+    mkdirSync(dirname(env.SCREENSHOT_STALLED), { recursive: true });
+    await page.screenshot({ path: env.SCREENSHOT_STALLED, fullPage: true });
+    say(`ok screenshot of the stalled job ${env.SCREENSHOT_STALLED}`);
+  }
+
+  await publish(JSON.parse(env.PUSH));
+  const published = Date.now();
+  await page.waitForFunction(
+    ([id, done]) =>
+      !document.querySelector(`#stalled li.job[data-message-id="${id}"]`) &&
+      document.querySelector('#stats-status div[data-name="success"] dd')?.textContent === done,
+    [env.STALLED, String(counts.success + 1)],
+    // The view polls every 5 s.
+    { timeout: 12_000 },
+  );
+  assert.ok(await page.locator('#stalled-empty').isVisible(), 'the empty note shows');
+  say(`ok live: the late success left the stalled list in ${Date.now() - published} ms`);
+}
+
+function escape(text) {
+  return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}
+
+/** The user view: a user's jobs followed live through their progress to their end. */
+async function userView(page) {
+  const jobs = env.JOBS.split(',');
+  const pushes = JSON.parse(env.PUSHES);
+  const expect = JSON.parse(env.EXPECT);
+  const progress = JSON.parse(env.PROGRESS);
+
   await page.fill('#query', env.LINE_USER);
   await page.click('button[type=submit]');
   for (const id of jobs) {
@@ -92,20 +190,6 @@ try {
   assert.match(await page.textContent('#results-title'), new RegExp(`Jobs of ${env.LINE_USER}`));
   assert.ok(new URL(page.url()).searchParams.get('q') === env.LINE_USER, 'the lookup is in the address');
   say(`ok processing ${jobs.length} jobs followed live`);
-
-  // Proof against a reload: a value that only this document has.
-  await page.evaluate(() => {
-    window.__sameDocument = 'still here';
-  });
-
-  const publish = async (push) => {
-    const answer = await fetch(env.WRITER_URL, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify(push),
-    });
-    assert.ok(answer.ok, `trace-writer answered ${answer.status}: ${await answer.text()}`);
-  };
 
   for (const [id, report] of Object.entries(progress)) {
     await publish(report.push);
@@ -170,23 +254,4 @@ try {
     );
   }
   say('ok final states, errors and history');
-
-  assert.equal(await page.evaluate(() => window.__sameDocument), 'still here', 'the page was reloaded');
-  assert.deepEqual(documents, [env.PAGE_URL], 'exactly one document request');
-  say('ok no navigation');
-
-  assert.deepEqual(problems, [], 'no page errors, console errors or CSP violations');
-  assert.deepEqual(failedRequests, [], 'no failed requests');
-  say('ok no errors');
-
-  mkdirSync(dirname(env.SCREENSHOT), { recursive: true });
-  await page.screenshot({ path: env.SCREENSHOT, fullPage: true });
-  say(`ok screenshot ${env.SCREENSHOT}`);
-} catch (error) {
-  failed = true;
-  console.error(error);
-} finally {
-  await context.close();
-  rmSync(profile, { recursive: true, force: true });
 }
-process.exit(failed ? 1 : 0);

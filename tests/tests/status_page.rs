@@ -287,3 +287,112 @@ async fn the_page_shows_a_users_jobs_change_live_when_trace_writer_records_them(
     let png = std::fs::read(&screenshot).expect("the screenshot was saved");
     assert!(png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 10_000);
 }
+
+/// The Operations view in Chromium: a job stalled for two hours with its user, another
+/// user's failure with its error and history, the day's counts; then the stalled job's
+/// late success pushed to trace-writer takes it off the list and into the counts, without
+/// a reload. The screenshots are kept in `target/artifacts/operations*.png`.
+#[tokio::test]
+async fn the_operations_view_shows_stalled_jobs_failures_and_counts_live() {
+    let test = "status_page_operations";
+    let Some(tools) = browser(test) else {
+        return;
+    };
+    let store = fresh_store("page_ops").await;
+    let api = Api::start_on(store.clone(), ApiConfig::default()).await;
+    let writer = Writer::start_on(store.clone()).await;
+    let (stalled, failed) = ("17311490000001", "17311490000002");
+    let error = "HTTP 503 from suumo.jp (attempt 1 of 1)";
+    apply(
+        &store,
+        &[
+            job(
+                stalled,
+                "U4af4980629a1b2c3d4e5f60718293a4b",
+                Some("https://suumo.jp/ms/chuko/tokyo/sc_shinjuku/nc_98142765/"),
+                3 * 3600,
+            ),
+            step(stalled, JobStatus::Processing, 2 * 3600 + 120, None),
+            job(failed, "U9b8c7d6e5f4a3b2c1d0e9f8a7b6c5d4e", None, 3000),
+            step(failed, JobStatus::Processing, 2950, None),
+            step(failed, JobStatus::Failed, 2900, Some(error)),
+            job(
+                "17311490000003",
+                "U9b8c7d6e5f4a3b2c1d0e9f8a7b6c5d4e",
+                Some("https://suumo.jp/ms/chuko/tokyo/sc_setagaya/nc_97000001/"),
+                1200,
+            ),
+            step("17311490000003", JobStatus::Success, 1150, None),
+            job("17311490000004", "U1111222233334444555566667777aaaa", None, 30),
+        ],
+    )
+    .await;
+    let occurred = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let push = event_push(
+        stalled,
+        json!({
+            "status": "success", "attempt": 1, "occurred_at": occurred,
+            "result": {"status": "success", "checked": 3},
+        }),
+    )
+    .to_string();
+    let counts =
+        json!({"queued": 1, "processing": 1, "success": 1, "failed": 1, "not_found": 0})
+            .to_string();
+    let screenshot = project_root().join("target/artifacts/operations.png");
+    let stalled_screenshot = project_root().join("target/artifacts/operations-stalled.png");
+    let _ = std::fs::remove_file(&screenshot);
+    let _ = std::fs::remove_file(&stalled_screenshot);
+    let stalled_screenshot_path = stalled_screenshot.to_string_lossy().into_owned();
+    let page_url = api.url("/");
+    let writer_url = writer.url("/");
+    let screenshot_path = screenshot.to_string_lossy().into_owned();
+    let chromium = tools.chromium.to_string_lossy().into_owned();
+    let run = NodeScript::spawn(
+        &tools.node,
+        &tools.dir.join("status-page.mjs"),
+        &[
+            ("VIEW", "operations"),
+            ("PAGE_URL", page_url.as_str()),
+            ("WRITER_URL", writer_url.as_str()),
+            ("STALLED", stalled),
+            ("STALLED_USER", "U4af4980629a1b2c3d4e5f60718293a4b"),
+            ("FAILED", failed),
+            ("FAILED_ERROR", error),
+            ("COUNTS", counts.as_str()),
+            ("PUSH", push.as_str()),
+            ("SCREENSHOT", screenshot_path.as_str()),
+            ("SCREENSHOT_STALLED", stalled_screenshot_path.as_str()),
+            ("CHROMIUM", chromium.as_str()),
+        ],
+    );
+    let (status, transcript, stderr) = run.finish(Duration::from_secs(120)).await;
+    eprintln!("{test}:\n{}", transcript.join("\n"));
+    assert!(
+        status.success(),
+        "the browser run failed ({status}):\n{}\n{stderr}",
+        transcript.join("\n")
+    );
+    for expected in [
+        "ok loaded",
+        "ok stalled job shown with its user",
+        "ok failure shown with its error and history",
+        "ok statistics",
+        "ok screenshot of the stalled job ",
+        "ok live: the late success left the stalled list in ",
+        "ok no navigation",
+        "ok no errors",
+        "ok screenshot ",
+    ] {
+        assert!(
+            transcript.iter().any(|line| line.starts_with(expected)),
+            "missing {expected:?} in {transcript:?}"
+        );
+    }
+    let trace = writer.trace(stalled).await.expect("recorded");
+    assert_eq!(trace.status, JobStatus::Success);
+    for path in [&screenshot, &stalled_screenshot] {
+        let png = std::fs::read(path).expect("the screenshot was saved");
+        assert!(png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 10_000);
+    }
+}

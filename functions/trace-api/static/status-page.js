@@ -1,7 +1,16 @@
 // The status page's script: look up a LINE user's jobs (or one job by message id), follow
-// the unfinished ones live with job-status.js, and refresh the list for new jobs.
+// the unfinished ones live with job-status.js, and refresh the list for new jobs; or, in
+// the Operations view, the stalled jobs, recent failures and statistics across users.
 // Everything from the API is put in the page with textContent, never as HTML.
-import { followJob, getJob, isTerminal, JobTraceError, listUserJobs } from './job-status.js';
+import {
+  followJob,
+  getJob,
+  getJobStats,
+  isTerminal,
+  JobTraceError,
+  listJobs,
+  listUserJobs,
+} from './job-status.js';
 
 /** Same origin: the page is served by trace-api itself. */
 const API = '';
@@ -13,6 +22,9 @@ const MAX_LIVE = 4;
 const REFRESH_MS = 10_000;
 const PAGE_SIZE = 50;
 const TOKEN_KEY = 'jobtrace.token';
+/** The Operations view polls: its lists span every user, too many jobs to stream. */
+const OPS_REFRESH_MS = 5_000;
+const OPS_PAGE_SIZE = 20;
 
 const LABELS = {
   queued: 'Queued',
@@ -33,6 +45,8 @@ const title = $('results-title');
 const meta = $('results-meta');
 const list = $('jobs');
 const empty = $('empty');
+const opsSection = $('ops');
+const stalledSelect = /** @type {HTMLSelectElement} */ ($('stalled-for'));
 
 const dateTime = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'medium' });
 const timeOnly = new Intl.DateTimeFormat(undefined, { timeStyle: 'medium' });
@@ -72,6 +86,9 @@ function showNotice(text, isError = false) {
 function explain(error) {
   if (error instanceof JobTraceError) {
     if (error.code === 'unauthorized') return 'trace-api wants a valid access token: enter one under “Access token”.';
+    if (error.code === 'forbidden' && !opsSection.hidden) {
+      return 'The Operations view needs the API token (API_AUTH=token); a LINE user’s token cannot see it.';
+    }
     if (error.code === 'forbidden') return 'This token may not see that user’s jobs.';
     return error.message;
   }
@@ -87,6 +104,7 @@ function close(current) {
 }
 
 async function lookup(query) {
+  closeOps();
   close(view);
   const current = (view = newView(query, 'none'));
   showNotice('');
@@ -363,6 +381,112 @@ function fillCard(card, trace, broken) {
   card.replaceChildren(...body);
 }
 
+// ---- operations ----
+
+let ops = { closed: true, timer: 0, signatures: new Map() };
+
+function openOps() {
+  close(view);
+  view = newView('', 'none');
+  results.hidden = true;
+  showNotice('');
+  history.replaceState(null, '', '?view=ops');
+  closeOps();
+  opsSection.hidden = false;
+  ops = { closed: false, timer: 0, signatures: new Map() };
+  refreshOps(ops);
+}
+
+function closeOps() {
+  ops.closed = true;
+  clearTimeout(ops.timer);
+  opsSection.hidden = true;
+}
+
+/** The three reads at once, then again in a few seconds while the view is open. */
+async function refreshOps(current) {
+  clearTimeout(current.timer);
+  if (current.closed) return;
+  if (!document.hidden) {
+    const headers = authHeaders();
+    try {
+      const [stats, stalled, failures] = await Promise.all([
+        getJobStats(API, { headers }),
+        listJobs(API, { stalledFor: Number(stalledSelect.value), includeHistory: true, limit: OPS_PAGE_SIZE, headers }),
+        listJobs(API, { status: ['failed', 'not_found'], includeHistory: true, limit: OPS_PAGE_SIZE, headers }),
+      ]);
+      if (current.closed) return;
+      showNotice('');
+      renderStats(stats);
+      renderOpsJobs(current, 'stalled', stalled, true);
+      renderOpsJobs(current, 'failures', failures, false);
+      $('ops-meta').textContent = `updated ${new Date().toLocaleTimeString()} · every ${OPS_REFRESH_MS / 1000} s`;
+    } catch (error) {
+      if (current.closed) return;
+      showNotice(explain(error), true);
+      if (error instanceof JobTraceError && error.code === 'unauthorized') tokenBox.open = true;
+    }
+  }
+  current.timer = setTimeout(() => refreshOps(current), OPS_REFRESH_MS);
+}
+
+/** `counts` in `order` first (the lifecycle's), then any other name. */
+function countRows(target, counts, label, order = []) {
+  const names = [...order.filter((name) => name in counts), ...Object.keys(counts).filter((name) => !order.includes(name))];
+  const rows = names.map((name) => [name, counts[name]]).map(([name, count]) => {
+    const row = el('div');
+    row.dataset.name = name;
+    const dt = el('dt');
+    dt.append(label(name));
+    row.append(dt, el('dd', '', count));
+    return row;
+  });
+  target.replaceChildren(...rows);
+}
+
+function seconds(ms) {
+  if (ms === null || ms === undefined) return '–';
+  return ms < 60_000 ? `${(ms / 1000).toFixed(1)} s` : duration(new Date(0).toISOString(), new Date(ms).toISOString());
+}
+
+function renderStats(stats) {
+  $('stats-total').textContent = `${stats.jobs}${stats.truncated ? '+' : ''}`;
+  countRows($('stats-status'), stats.by_status, (status) => badge(status, true), Object.keys(LABELS));
+  countRows($('stats-types'), stats.by_job_type, (type) => el('span', 'type', type.replace('_', ' ')));
+  const d = stats.durations;
+  $('stats-durations').textContent = d.count
+    ? `Created to finished: median ${seconds(d.median_ms)}, 95th percentile ${seconds(d.p95_ms)} (${d.count} finished jobs)`
+    : 'No finished jobs in the window.';
+  const errors = stats.top_errors.map(({ error, count }) => {
+    const item = el('li');
+    item.append(el('span', 'count', `${count} ×`), el('span', 'why', error));
+    return item;
+  });
+  $('stats-errors').replaceChildren(...errors);
+  if (!errors.length) $('stats-errors').append(el('li', 'none', 'None.'));
+}
+
+/** A list of jobs across users; cards are redrawn only when the page changed. */
+function renderOpsJobs(current, name, page, stalled) {
+  const target = $(name);
+  const signature = JSON.stringify(page);
+  $(`${name}-empty`).hidden = page.jobs.length > 0;
+  $(`${name}-meta`).textContent = `${page.jobs.length} of ${page.total_count}`;
+  if (current.signatures.get(name) === signature) return;
+  current.signatures.set(name, signature);
+  const now = new Date().toISOString();
+  target.replaceChildren(
+    ...page.jobs.map((trace) => {
+      const card = el('li');
+      fillCard(card, trace, undefined);
+      const head = card.querySelector('.job-head');
+      if (trace.line_user_id) head?.append(el('span', 'who', trace.line_user_id));
+      if (stalled && trace.updated_at) head?.append(el('span', 'silent', `silent for ${duration(trace.updated_at, now)}`));
+      return card;
+    }),
+  );
+}
+
 // ---- wiring ----
 
 tokenInput.value = sessionStorage.getItem(TOKEN_KEY) ?? '';
@@ -381,10 +505,32 @@ form.addEventListener('submit', (event) => {
 
 document.addEventListener('visibilitychange', () => {
   if (!document.hidden && view.mode === 'user' && !view.closed) refresh(view);
+  if (!document.hidden && !ops.closed) refreshOps(ops);
 });
 
-const initial = new URLSearchParams(location.search).get('q');
-if (initial) {
+$('nav-ops').addEventListener('click', (event) => {
+  event.preventDefault();
+  openOps();
+});
+$('nav-lookup').addEventListener('click', (event) => {
+  event.preventDefault();
+  closeOps();
+  close(view);
+  view = newView('', 'none');
+  results.hidden = true;
+  showNotice('');
+  history.replaceState(null, '', '?');
+  queryInput.focus();
+});
+stalledSelect.addEventListener('change', () => {
+  if (!ops.closed) refreshOps(ops);
+});
+
+const params = new URLSearchParams(location.search);
+const initial = params.get('q');
+if (params.get('view') === 'ops') {
+  openOps();
+} else if (initial) {
   queryInput.value = initial;
   lookup(initial);
 }
