@@ -199,7 +199,14 @@ async fn the_document_describes_every_route_parameter_and_error_body() {
     // The operators' views: their parameters, who may read them, and their bodies.
     assert_eq!(
         parameter_names(&op("/api/v1/jobs"), "query"),
-        names(&["stalled_for", "limit", "skip", "status", "job_type", "include"])
+        names(&[
+            "stalled_for",
+            "limit",
+            "skip",
+            "status",
+            "job_type",
+            "include"
+        ])
     );
     assert_eq!(
         parameter_names(&op("/api/v1/jobs/stats"), "query"),
@@ -214,11 +221,23 @@ async fn the_document_describes_every_route_parameter_and_error_body() {
         for says in ["API_AUTH=token", "API_AUTH=line", "(403)", "API_AUTH=none"] {
             assert!(description.contains(says), "{route}: {description}");
         }
-        assert_eq!(operation["tags"], serde_json::json!(["operations"]), "{route}");
+        assert_eq!(
+            operation["tags"],
+            serde_json::json!(["operations"]),
+            "{route}"
+        );
     }
     assert!(body_ref(&op("/api/v1/jobs"), "200").ends_with("/JobList"));
     let stats = properties(schemas, &schemas["JobStatsWindow"]);
-    for field in ["window", "since", "jobs", "by_status", "by_job_type", "top_errors", "durations"] {
+    for field in [
+        "window",
+        "since",
+        "jobs",
+        "by_status",
+        "by_job_type",
+        "top_errors",
+        "durations",
+    ] {
         assert!(stats.contains(field), "JobStatsWindow.{field}: {stats:?}");
     }
 }

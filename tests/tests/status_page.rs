@@ -323,7 +323,12 @@ async fn the_operations_view_shows_stalled_jobs_failures_and_counts_live() {
                 1200,
             ),
             step("17311490000003", JobStatus::Success, 1150, None),
-            job("17311490000004", "U1111222233334444555566667777aaaa", None, 30),
+            job(
+                "17311490000004",
+                "U1111222233334444555566667777aaaa",
+                None,
+                30,
+            ),
         ],
     )
     .await;
@@ -336,9 +341,8 @@ async fn the_operations_view_shows_stalled_jobs_failures_and_counts_live() {
         }),
     )
     .to_string();
-    let counts =
-        json!({"queued": 1, "processing": 1, "success": 1, "failed": 1, "not_found": 0})
-            .to_string();
+    let counts = json!({"queued": 1, "processing": 1, "success": 1, "failed": 1, "not_found": 0})
+        .to_string();
     let screenshot = project_root().join("target/artifacts/operations.png");
     let stalled_screenshot = project_root().join("target/artifacts/operations-stalled.png");
     let _ = std::fs::remove_file(&screenshot);
