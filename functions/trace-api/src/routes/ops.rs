@@ -10,11 +10,12 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use job_trace::model::{JobStatus, JobType};
 use job_trace::store::ops::{JobsQuery, Stats, STALLED_STATUSES};
+use job_trace::store::UserPage;
 use serde::Serialize;
 use utoipa::{IntoParams, IntoResponses};
 
 use crate::auth::Principal;
-use crate::error::{ApiError, DetailBody, FieldError, Location};
+use crate::error::{ApiError, DetailBody, FieldError};
 use crate::params::{self, Checks, Query};
 use crate::routes::docs;
 use crate::routes::user::UserJobs;
@@ -32,28 +33,8 @@ fn seconds(query: &Query, name: &'static str) -> Result<Option<u64>, FieldError>
         .transpose()
 }
 
-/// `status` with `stalled_for`: only the statuses a stalled job can have.
-fn stalled_statuses(
-    statuses: Vec<JobStatus>,
-    raw: Option<&str>,
-) -> Result<Vec<JobStatus>, FieldError> {
-    if statuses
-        .iter()
-        .all(|status| STALLED_STATUSES.contains(status))
-    {
-        Ok(statuses)
-    } else {
-        Err(FieldError::new(
-            Location::Query,
-            "status",
-            "enum",
-            "With stalled_for, status should be 'queued' or 'processing' (a stalled job is unfinished)",
-            raw,
-        ))
-    }
-}
-
-fn parse_jobs(raw: Option<&str>, now: bson::DateTime) -> Result<(JobsQuery, bool), ApiError> {
+/// The query, whether to include history, and whether it can match no job at all.
+fn parse_jobs(raw: Option<&str>, now: bson::DateTime) -> Result<(JobsQuery, bool, bool), ApiError> {
     Checks::run(raw, |checks, query| {
         let stalled_for = checks.take(seconds(query, "stalled_for"));
         let statuses = checks.take(params::statuses(query));
@@ -62,9 +43,18 @@ fn parse_jobs(raw: Option<&str>, now: bson::DateTime) -> Result<(JobsQuery, bool
         let skip = checks.take(params::skip(query));
         let include_history = checks.take(params::include_history(query));
         let stalled_for = stalled_for?;
-        let statuses = match (stalled_for, statuses?) {
-            (Some(_), statuses) => checks.take(stalled_statuses(statuses, query.last("status")))?,
-            (None, statuses) => statuses,
+        // A finished job is never stalled: with `stalled_for`, only queued and processing
+        // of the statuses asked for can match (`status=failed` matches nothing).
+        let asked = statuses?;
+        let matches_nothing = stalled_for.is_some()
+            && !asked.is_empty()
+            && !asked.iter().any(|status| STALLED_STATUSES.contains(status));
+        let statuses: Vec<JobStatus> = match stalled_for {
+            Some(_) => asked
+                .into_iter()
+                .filter(|status| STALLED_STATUSES.contains(status))
+                .collect(),
+            None => asked,
         };
         let stalled_before = stalled_for
             .map(|secs| bson::DateTime::from_millis(now.timestamp_millis() - secs as i64 * 1000));
@@ -75,7 +65,7 @@ fn parse_jobs(raw: Option<&str>, now: bson::DateTime) -> Result<(JobsQuery, bool
             limit: limit?,
             skip: skip?,
         };
-        Some((query, include_history?))
+        Some((query, include_history?, matches_nothing))
     })
 }
 
@@ -111,7 +101,8 @@ pub struct JobsQueryDoc {
     /// Jobs to skip.
     #[param(minimum = 0, maximum = 1000000, default = 0)]
     pub skip: Option<u64>,
-    /// One or several statuses, comma-separated (with stalled_for: queued, processing).
+    /// One or several statuses, comma-separated (with stalled_for only queued and
+    /// processing can match: a finished job is never stalled).
     #[param(
         pattern = "^(queued|processing|success|failed|not_found)(,(queued|processing|success|failed|not_found))*$"
     )]
@@ -156,14 +147,21 @@ pub struct OperatorsOnly(DetailBody);
     )
 )]
 pub async fn jobs(call: Call) -> Result<Response, ApiError> {
-    let (query, include_history) = parse_jobs(call.query.as_deref(), bson::DateTime::now())?;
+    let (query, include_history, matches_nothing) =
+        parse_jobs(call.query.as_deref(), bson::DateTime::now())?;
     operator_only(&call.principal)?;
-    let page = call
-        .state
-        .store
-        .list_jobs(&query)
-        .await
-        .map_err(ApiError::store)?;
+    let page = if matches_nothing {
+        UserPage {
+            jobs: Vec::new(),
+            total_count: 0,
+        }
+    } else {
+        call.state
+            .store
+            .list_jobs(&query)
+            .await
+            .map_err(ApiError::store)?
+    };
     Ok(no_cache(UserJobs {
         jobs: page
             .jobs
