@@ -62,7 +62,8 @@ pub struct Durations {
 pub struct Stats {
     /// How many traces the figures are of.
     pub jobs: u64,
-    /// Whether the window held more than the figures read (the newest 20,000).
+    /// Whether the window held more than 20,000 jobs: then the figures are of the newest
+    /// 20,001 (one more is read to know).
     pub truncated: bool,
     /// Every status, 0 when none.
     pub by_status: BTreeMap<String, u64>,
