@@ -6,8 +6,11 @@
 
 use std::cmp::Ordering;
 
+use crate::completions::{dedupe_key, MAX_PENDING_COMPLETIONS};
 use crate::ids::{LineUserId, MessageId};
-use crate::model::{HistoryEntry, JobStatus, JobType, StoredProgress, TraceDocument, TraceKey};
+use crate::model::{
+    HistoryEntry, JobStatus, JobType, PendingCompletion, StoredProgress, TraceDocument, TraceKey,
+};
 
 mod bounds;
 mod progress;
@@ -59,6 +62,10 @@ pub struct Change {
     /// A progress report: then `key`, `status`, `error` and `result` mean nothing, since
     /// progress never changes a status ([`apply`] takes its own path).
     pub progress: Option<StoredProgress>,
+    /// With completion notifications on, when trace-writer records this change: a
+    /// terminal transition that applies then also leaves a [`PendingCompletion`] noted at
+    /// this time. `None` (notifications off) writes nothing of the kind.
+    pub notify: Option<bson::DateTime>,
 }
 
 impl Change {
@@ -76,6 +83,7 @@ impl Change {
             error: None,
             result: None,
             progress: None,
+            notify: None,
         }
     }
 
@@ -100,6 +108,7 @@ impl Change {
             error: error.map(|text| bound_error(&text)),
             result: result.map(bound_result),
             progress: None,
+            notify: None,
         }
     }
 
@@ -130,6 +139,7 @@ impl Change {
                 total,
                 note: note.map(|text| bound_error(&text)),
             }),
+            notify: None,
         }
     }
 
@@ -149,7 +159,27 @@ impl Change {
             error: Some(bound_error(reason)),
             result: None,
             progress: None,
+            notify: None,
         }
+    }
+
+    /// The same change, owing a completion notification noted at `now` if it ends an
+    /// attempt.
+    pub fn notifying(mut self, now: bson::DateTime) -> Self {
+        self.notify = Some(now);
+        self
+    }
+
+    /// The notification this change owes when it applies: a terminal status with
+    /// notifications on.
+    pub fn completion(&self) -> Option<PendingCompletion> {
+        let noted_at = self.notify?;
+        (self.progress.is_none() && self.status.is_terminal()).then(|| PendingCompletion {
+            dedupe_key: dedupe_key(&self.message_id, self.key.attempt, self.status),
+            status: self.status,
+            attempt: i64::from(self.key.attempt),
+            noted_at,
+        })
     }
 
     pub fn history_entry(&self) -> HistoryEntry {
@@ -285,7 +315,20 @@ pub fn apply(current: Option<&TraceDocument>, change: &Change) -> TraceDocument 
         // pipeline: step_expiry.
         expire_at: Some(expire_at(created_at, completed_at)),
         progress: current.and_then(|doc| doc.progress.clone()),
+        pending_completions: current
+            .map(|doc| doc.pending_completions.clone())
+            .unwrap_or_default(),
     };
+    // pipeline: step_fields' `pending_completions`. Applied terminal keys only grow, so
+    // the list is in attempt order and the overflow is the oldest.
+    if let Some(owed) = change.completion().filter(|_| applies) {
+        next.pending_completions.push(owed);
+        let overflow = next
+            .pending_completions
+            .len()
+            .saturating_sub(MAX_PENDING_COMPLETIONS);
+        next.pending_completions.drain(..overflow);
+    }
     // pipeline: step_drop_progress.
     let key = stored_key(&next);
     next.progress = next.progress.take().filter(|p| p.admissible(key));

@@ -40,8 +40,9 @@ fn backoff(losses: u32) -> Duration {
 impl TraceStore {
     /// Two commands when nobody else writes the trace (one `find`, one write), one when
     /// the change is already in it. Retries lost races until the store's timeout (the
-    /// caller bounds it), each a sign that another writer made progress.
-    pub(super) async fn apply_cas(&self, change: &Change) -> Result<(), StoreError> {
+    /// caller bounds it), each a sign that another writer made progress. Returns the
+    /// trace as written.
+    pub(super) async fn apply_cas(&self, change: &Change) -> Result<TraceDocument, StoreError> {
         let filter = Self::filter_of(&change.message_id);
         let mut losses = 0;
         loop {
@@ -50,9 +51,12 @@ impl TraceStore {
             }
             losses += 1;
             let Some(read) = self.traces.find_one(filter.clone()).await? else {
-                let trace = rules::apply(None, change);
+                let mut trace = rules::apply(None, change);
                 match self.traces.insert_one(stored_fields(&trace, 1)?).await {
-                    Ok(_) => return Ok(()),
+                    Ok(inserted) => {
+                        trace.id = inserted.inserted_id.as_object_id();
+                        return Ok(trace);
+                    }
                     Err(error) => {
                         self.settle_failed_first_write(&change.message_id, error)
                             .await?;
@@ -65,13 +69,13 @@ impl TraceStore {
             let current: TraceDocument = bson::from_document(read)?;
             let next = rules::apply(Some(&current), change);
             if next == current {
-                return Ok(());
+                return Ok(current);
             }
             // `revision: null` also matches a trace without the field (the original's).
             let unchanged = doc! { "_id": id, REVISION: revision.clone() };
             let set = doc! { "$set": stored_fields(&next, next_revision(&revision))? };
             if self.traces.update_one(unchanged, set).await?.matched_count == 1 {
-                return Ok(());
+                return Ok(next);
             }
         }
     }
