@@ -330,7 +330,11 @@ async fn a_failed_publish_is_published_once_on_redelivery(write: StoreWrite) {
             .iter()
             .map(|owed| owed.dedupe_key.clone())
             .collect();
-        assert_eq!(pending, [key.clone()], "the obligation is in the trace");
+        assert_eq!(
+            pending,
+            std::slice::from_ref(&key),
+            "the obligation is in the trace"
+        );
         // A duplicate of an event that applies nothing now and owes nothing publishes
         // nothing: it is acknowledged although the topic is still gone.
         assert_eq!(writer.push(&processing).await.0, 204);
