@@ -85,7 +85,12 @@ fi
 wait_for secantusdb "$DB_PORT" 30
 
 export MONGO_URI="mongodb://127.0.0.1:$DB_PORT/?directConnection=true" ENSURE_INDEXES=true
-PORT="$WRITER_PORT" PUSH_AUTH=none start trace-writer "$bin/trace-writer"
+# With the emulator, trace-writer publishes completion notifications to the topic that
+# `jobtrace provision` creates below (its publisher connects on first use).
+completions=()
+[ "$with_pubsub" = 1 ] && completions=(COMPLETIONS_TOPIC=projects/demo/topics/job-trace-completions \
+  PUBSUB_EMULATOR_HOST="127.0.0.1:$PUBSUB_PORT")
+PORT="$WRITER_PORT" PUSH_AUTH=none start trace-writer env "${completions[@]}" "$bin/trace-writer"
 PORT="$API_PORT" start trace-api "$bin/trace-api"
 wait_for trace-writer "$WRITER_PORT" 10
 wait_for trace-api "$API_PORT" 10
@@ -102,7 +107,8 @@ if [ "$with_pubsub" = 1 ]; then
     stop
     exit 1
   fi
-  pubsub_line="  Pub/Sub       127.0.0.1:$PUBSUB_PORT  (emulator, project demo; topics scrape-jobs, job-trace-events)"
+  pubsub_line="  Pub/Sub       127.0.0.1:$PUBSUB_PORT  (emulator, project demo; topics scrape-jobs, job-trace-events,
+                job-trace-completions: 'jobtrace completions' prints them)"
   hint=""
   [ "$PUBSUB_PORT" != 8085 ] && hint="
 (another terminal: export PUBSUB_EMULATOR_HOST=127.0.0.1:$PUBSUB_PORT before jobtrace)"

@@ -18,6 +18,11 @@ output "events_topic" {
   value       = google_pubsub_topic.events.id
 }
 
+output "completions_topic" {
+  description = "Topic of the completion notifications trace-writer publishes (attach a subscription to it, e.g. a LINE bot's)."
+  value       = google_pubsub_topic.completions.id
+}
+
 output "dead_letter_topic" {
   description = "Dead-letter topic of both push subscriptions; its -hold subscription keeps them for a week."
   value       = google_pubsub_topic.dead_letter.id

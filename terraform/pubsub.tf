@@ -1,5 +1,5 @@
-# Topics, the two push subscriptions into trace-writer, dead-lettering, and the IAM the
-# Pub/Sub service agent needs for both.
+# Topics, the two push subscriptions into trace-writer, dead-lettering, the IAM the
+# Pub/Sub service agent needs for both, and the completions topic trace-writer publishes to.
 
 # The jobs topic the API publishes to (or an existing one: create_scrape_jobs_topic).
 resource "google_pubsub_topic" "scrape_jobs" {
@@ -26,6 +26,32 @@ resource "google_pubsub_topic_iam_member" "event_publishers" {
   project = var.project_id
   topic   = google_pubsub_topic.events.name
   role    = "roles/pubsub.publisher"
+  member  = each.value
+}
+
+# Completion notifications: trace-writer publishes one per terminal transition it applies
+# (ordering key = message_id). Subscribers attach their own subscriptions.
+resource "google_pubsub_topic" "completions" {
+  project = var.project_id
+  name    = var.completions_topic
+
+  depends_on = [google_project_service.apis]
+}
+
+# trace-writer publishes them, and may do nothing else on the topic.
+resource "google_pubsub_topic_iam_member" "writer_publishes_completions" {
+  project = var.project_id
+  topic   = google_pubsub_topic.completions.name
+  role    = "roles/pubsub.publisher"
+  member  = "serviceAccount:${google_service_account.trace_writer.email}"
+}
+
+resource "google_pubsub_topic_iam_member" "completion_subscribers" {
+  for_each = toset(var.completion_subscribers)
+
+  project = var.project_id
+  topic   = google_pubsub_topic.completions.name
+  role    = "roles/pubsub.subscriber"
   member  = each.value
 }
 

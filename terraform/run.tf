@@ -4,7 +4,7 @@ resource "google_service_account" "trace_writer" {
   project      = var.project_id
   account_id   = "trace-writer-run"
   display_name = "trace-writer runtime"
-  description  = "Runs trace-writer: reads the MONGO_URI secret, nothing else."
+  description  = "Runs trace-writer: reads the MONGO_URI secret, publishes completion notifications."
 
   depends_on = [google_project_service.apis]
 }
@@ -45,6 +45,8 @@ locals {
     PUSH_MEMORY_MIB       = tostring(local.trace_writer_memory_mib - local.writer_base_memory_mib)
     PUSH_AUDIENCE         = var.push_audience
     PUSH_SERVICE_ACCOUNTS = google_service_account.push.email
+    # The topic's path, as Pub/Sub names it (the provider's id has this form too).
+    COMPLETIONS_TOPIC = "projects/${var.project_id}/topics/${google_pubsub_topic.completions.name}"
   })
 
   api_env = merge(

@@ -131,6 +131,18 @@ variable "event_publishers" {
   default     = []
 }
 
+variable "completions_topic" {
+  description = "Name of the topic trace-writer publishes a completion notification to for every terminal transition it applies (data: the trace in the seed's JSON; attributes message_id, status, attempt, dedupe_key; ordering key = message_id)."
+  type        = string
+  default     = "job-trace-completions"
+}
+
+variable "completion_subscribers" {
+  description = "Members (e.g. serviceAccount:line-bot@P.iam.gserviceaccount.com) that may attach subscriptions to the completions topic and read them (roles/pubsub.subscriber on the topic)."
+  type        = list(string)
+  default     = []
+}
+
 variable "dead_letter_topic" {
   description = "Name of the dead-letter topic for pushes trace-writer could not take after max_delivery_attempts."
   type        = string

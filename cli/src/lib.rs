@@ -3,6 +3,7 @@
 //! trace through trace-api, against the local stack of `make run` or a real project.
 
 pub mod check_backend;
+pub mod completions;
 pub mod demo;
 pub mod messages;
 pub mod migrate;

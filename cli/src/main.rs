@@ -5,6 +5,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use job_trace::ids::MessageId;
 use job_trace::model::JobStatus;
 use jobtrace::messages::{job_message, StatusReport};
+use jobtrace::topology;
 use jobtrace::transport::{self, Sink, Target, TargetChoice};
 use jobtrace::watch::{describe, status_of, transition_key, Api, LOCAL_API};
 use jobtrace::{check_backend, demo, migrate, sweep, Failure};
@@ -95,6 +96,18 @@ enum Command {
         /// How long to wait for a trace that is not recorded yet.
         #[arg(long, default_value_t = 30, value_name = "SECONDS")]
         patience: u64,
+    },
+    /// Print the completion notifications trace-writer publishes (COMPLETIONS_TOPIC), one
+    /// JSON line each, as they arrive.
+    Completions {
+        /// The pull subscription to read; created on the completions topic if missing
+        /// (`make run` creates the default one at start, so nothing published since is
+        /// missed).
+        #[arg(long, default_value = topology::COMPLETIONS_SUBSCRIPTION)]
+        subscription: String,
+        /// Exit after this many notifications (default: run until interrupted).
+        #[arg(long)]
+        count: Option<u64>,
     },
     /// Create the topics and push subscriptions on the emulator, as Terraform declares them.
     Provision {
@@ -246,6 +259,22 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
                 Some(JobStatus::NotFound) => ExitCode::from(EXIT_NOT_FOUND),
                 _ => ExitCode::from(EXIT_FAILED),
             })
+        }
+        Command::Completions {
+            subscription,
+            count,
+        } => {
+            let target = choice.resolve()?;
+            let path = jobtrace::completions::ensure_subscription(&target, &subscription).await?;
+            eprintln!("jobtrace: completion notifications from {path} ({target})");
+            let mut seen = 0;
+            jobtrace::completions::follow(&target, &path, |received| {
+                println!("{}", received.line());
+                seen += 1;
+                count.is_none_or(|count| seen < count)
+            })
+            .await?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Provision { push_to, ids_past } => {
             let target = choice.resolve()?;

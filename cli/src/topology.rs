@@ -6,6 +6,11 @@
 pub const JOBS_TOPIC: &str = "scrape-jobs";
 /// The topic workers publish status events to (ordering key = `message_id`).
 pub const EVENTS_TOPIC: &str = "job-trace-events";
+/// The topic trace-writer publishes completion notifications to (`COMPLETIONS_TOPIC`).
+pub const COMPLETIONS_TOPIC: &str = "job-trace-completions";
+/// The pull subscription `jobtrace completions` reads by default (local runs only;
+/// Terraform leaves subscriptions on the completions topic to their consumers).
+pub const COMPLETIONS_SUBSCRIPTION: &str = "jobtrace-completions";
 /// Where a push ends after [`MAX_DELIVERY_ATTEMPTS`] failures.
 pub const DEAD_LETTER_TOPIC: &str = "job-trace-dead-letter";
 /// A pull subscription that keeps dead letters for inspection.
@@ -40,4 +45,9 @@ pub const PUSH_SUBSCRIPTIONS: [PushSubscription; 2] = [
 ];
 
 /// Every topic, in creation order.
-pub const TOPICS: [&str; 3] = [JOBS_TOPIC, EVENTS_TOPIC, DEAD_LETTER_TOPIC];
+pub const TOPICS: [&str; 4] = [
+    JOBS_TOPIC,
+    EVENTS_TOPIC,
+    COMPLETIONS_TOPIC,
+    DEAD_LETTER_TOPIC,
+];

@@ -310,6 +310,23 @@ pub async fn provision(host: &str, project: &str, writer: &str) -> Result<Vec<St
         hold.map(drop),
     )?);
 
+    // So that `jobtrace completions` shows every notification since the start, not only
+    // those after it first ran.
+    let completions = subscriptions
+        .create_subscription()
+        .set_name(subscription_path(topology::COMPLETIONS_SUBSCRIPTION))
+        .set_topic(topic_path(topology::COMPLETIONS_TOPIC))
+        .set_ack_deadline_seconds(30)
+        .set_enable_message_ordering(true)
+        .set_expiration_policy(ExpirationPolicy::new())
+        .send()
+        .await;
+    done.push(outcome(
+        "subscription",
+        topology::COMPLETIONS_SUBSCRIPTION,
+        completions.map(drop),
+    )?);
+
     let push_endpoint = format!("{}{}", writer.trim_end_matches('/'), topology::PUSH_PATH);
     for PushSubscription {
         name,
@@ -406,7 +423,7 @@ async fn topic_admin(host: &str) -> Result<TopicAdmin, Failure> {
         .map_err(Failure::of)
 }
 
-fn already_exists<T>(result: &Result<T, google_cloud_pubsub::Error>) -> bool {
+pub fn already_exists<T>(result: &Result<T, google_cloud_pubsub::Error>) -> bool {
     matches!(result, Err(e) if e.status().is_some_and(|s| s.code == Code::AlreadyExists))
 }
 

@@ -27,12 +27,12 @@ struct Stack {
 
 impl Stack {
     async fn start(prefix: &str) -> Stack {
+        Stack::start_with(prefix, WriterConfig::unauthenticated()).await
+    }
+
+    async fn start_with(prefix: &str, writer: WriterConfig) -> Stack {
         let store = fresh_store(prefix).await;
-        let writer = serve(trace_writer::app(
-            store.clone(),
-            WriterConfig::unauthenticated(),
-        ))
-        .await;
+        let writer = serve(trace_writer::app(store.clone(), writer)).await;
         let api = serve(trace_api::app(store.clone(), ApiConfig::default())).await;
         Stack { store, writer, api }
     }
@@ -218,8 +218,10 @@ async fn provision_creates_terraforms_topology_once_and_points_it_at_trace_write
     for name in [
         "topic scrape-jobs (created)",
         "topic job-trace-events (created)",
+        "topic job-trace-completions (created)",
         "topic job-trace-dead-letter (created)",
         "subscription job-trace-dead-letter-hold (created)",
+        "subscription jobtrace-completions (created)",
         "subscription trace-writer-scrape-jobs (created)",
         "subscription trace-writer-job-trace-events (created)",
     ] {
@@ -237,7 +239,7 @@ async fn provision_creates_terraforms_topology_once_and_points_it_at_trace_write
             .await,
         "provision again",
     );
-    assert_eq!(again.matches("(existed)").count(), 6, "{again}");
+    assert_eq!(again.matches("(existed)").count(), 8, "{again}");
     assert!(again.contains("message ids moved past 2500"), "{again}");
 
     // What it made carries messages: a job published with `enqueue` is recorded, under
@@ -253,6 +255,61 @@ async fn provision_creates_terraforms_topology_once_and_points_it_at_trace_write
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(status, Some(JobStatus::Queued));
+}
+
+/// `jobtrace completions` prints the notification trace-writer publishes when a job
+/// reported with `jobtrace report` ends, from the subscription `provision` made.
+#[tokio::test(flavor = "multi_thread")]
+async fn completions_prints_each_notification_as_it_arrives() {
+    let Some(emulator) = emulator("cli completions") else {
+        return;
+    };
+    let project = "cli-completions";
+    let config = WriterConfig {
+        completions: Some(
+            trace_writer::CompletionsTarget::new(
+                &format!(
+                    "projects/{project}/topics/{}",
+                    jobtrace::topology::COMPLETIONS_TOPIC
+                ),
+                Some(format!("127.0.0.1:{}", emulator.port)),
+            )
+            .unwrap(),
+        ),
+        ..WriterConfig::unauthenticated()
+    };
+    let stack = Stack::start_with("cli_completions", config).await;
+    let target = via_emulator(emulator, project);
+    let push_to = stack.writer.base.clone();
+    assert_ok(
+        &stack
+            .run(&target, &["provision", "--push-to", &push_to])
+            .await,
+        "provision",
+    );
+    let id = enqueue(&stack, &target, "Ucompletions").await;
+    // The job recorded first, so that the notification's trace names its user.
+    for _ in 0..100 {
+        if stored_status(&stack, &id).await.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for step in [&["processing"][..], &["failed", "--error", "HTTP 500"]] {
+        let mut args = vec!["report", &id];
+        args.extend_from_slice(step);
+        assert_ok(&stack.run(&target, &args).await, "report");
+    }
+    let output = stack.run(&target, &["completions", "--count", "1"]).await;
+    let line = assert_ok(&output, "completions");
+    let printed: serde_json::Value = serde_json::from_str(line.trim()).expect("one JSON line");
+    assert_eq!(printed["message_id"], id.as_str());
+    assert_eq!(printed["status"], "failed");
+    assert_eq!(printed["attempt"], "1");
+    assert_eq!(printed["dedupe_key"], format!("{id}:1:failed"));
+    assert_eq!(printed["trace"]["status"], "failed");
+    assert_eq!(printed["trace"]["error"], "HTTP 500");
+    assert_eq!(printed["trace"]["line_user_id"], "Ucompletions");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -4,6 +4,7 @@
 //! ([`indexes`]), configuration ([`config`]), logging ([`telemetry`]) and the HTTP shell
 //! ([`http`]).
 
+pub mod completions;
 pub mod config;
 pub mod http;
 pub mod ids;

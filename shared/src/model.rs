@@ -210,6 +210,23 @@ pub struct TraceDocument {
     pub expire_at: Option<bson::DateTime>,
     #[serde(default)]
     pub progress: Option<StoredProgress>,
+    /// Completion notifications owed but not yet published
+    /// ([`crate::completions`]); never rendered, and absent while there are none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending_completions: Vec<PendingCompletion>,
+}
+
+/// A terminal transition a trace has taken whose notification is not published yet:
+/// written in the same update as the transition, removed once published.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PendingCompletion {
+    /// `{message_id}:{attempt}:{status}`: what subscribers deduplicate on.
+    pub dedupe_key: String,
+    pub status: JobStatus,
+    pub attempt: i64,
+    /// When trace-writer recorded the transition (its own clock), so that an entry whose
+    /// push was lost can be told from one whose push is still being answered.
+    pub noted_at: bson::DateTime,
 }
 
 /// RFC 3339, UTC, milliseconds, `Z`: `2023-06-01T12:34:56.789Z`.

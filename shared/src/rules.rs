@@ -6,8 +6,11 @@
 
 use std::cmp::Ordering;
 
+use crate::completions::{dedupe_key, MAX_PENDING_COMPLETIONS};
 use crate::ids::{LineUserId, MessageId};
-use crate::model::{HistoryEntry, JobStatus, JobType, StoredProgress, TraceDocument, TraceKey};
+use crate::model::{
+    HistoryEntry, JobStatus, JobType, PendingCompletion, StoredProgress, TraceDocument, TraceKey,
+};
 
 mod bounds;
 mod progress;
@@ -64,6 +67,10 @@ pub struct Change {
     /// An operator's sweep of a stalled trace ([`Change::swept`]): it applies only to a
     /// trace still at `key` and stalled, and [`apply`] takes its own path.
     pub sweep: Option<Sweep>,
+    /// With completion notifications on, when trace-writer records this change: a
+    /// terminal transition that applies then also leaves a [`PendingCompletion`] noted at
+    /// this time. `None` (notifications off) writes nothing of the kind.
+    pub notify: Option<bson::DateTime>,
 }
 
 impl Change {
@@ -82,6 +89,7 @@ impl Change {
             result: None,
             progress: None,
             sweep: None,
+            notify: None,
         }
     }
 
@@ -107,6 +115,7 @@ impl Change {
             result: result.map(bound_result),
             progress: None,
             sweep: None,
+            notify: None,
         }
     }
 
@@ -138,6 +147,7 @@ impl Change {
                 note: note.map(|text| bound_error(&text)),
             }),
             sweep: None,
+            notify: None,
         }
     }
 
@@ -158,7 +168,27 @@ impl Change {
             result: None,
             progress: None,
             sweep: None,
+            notify: None,
         }
+    }
+
+    /// The same change, owing a completion notification noted at `now` if it ends an
+    /// attempt.
+    pub fn notifying(mut self, now: bson::DateTime) -> Self {
+        self.notify = Some(now);
+        self
+    }
+
+    /// The notification this change owes when it applies: a terminal status with
+    /// notifications on.
+    pub fn completion(&self) -> Option<PendingCompletion> {
+        let noted_at = self.notify?;
+        (self.progress.is_none() && self.status.is_terminal()).then(|| PendingCompletion {
+            dedupe_key: dedupe_key(&self.message_id, self.key.attempt, self.status),
+            status: self.status,
+            attempt: i64::from(self.key.attempt),
+            noted_at,
+        })
     }
 
     pub fn history_entry(&self) -> HistoryEntry {
@@ -291,7 +321,20 @@ pub fn apply(current: Option<&TraceDocument>, change: &Change) -> TraceDocument 
         // pipeline: step_expiry.
         expire_at: Some(expire_at(created_at, completed_at)),
         progress: current.and_then(|doc| doc.progress.clone()),
+        pending_completions: current
+            .map(|doc| doc.pending_completions.clone())
+            .unwrap_or_default(),
     };
+    // pipeline: step_fields' `pending_completions`. Applied terminal keys only grow, so
+    // the list is in attempt order and the overflow is the oldest.
+    if let Some(owed) = change.completion().filter(|_| applies) {
+        next.pending_completions.push(owed);
+        let overflow = next
+            .pending_completions
+            .len()
+            .saturating_sub(MAX_PENDING_COMPLETIONS);
+        next.pending_completions.drain(..overflow);
+    }
     // pipeline: step_drop_progress.
     let key = stored_key(&next);
     next.progress = next.progress.take().filter(|p| p.admissible(key));

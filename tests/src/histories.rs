@@ -357,6 +357,7 @@ pub fn legacy_trace(rng: &mut impl Rng, message_id: &MessageId) -> TraceDocument
         history: Vec::new(),
         expire_at: None,
         progress: None,
+        pending_completions: Vec::new(),
     }
 }
 

@@ -15,6 +15,10 @@ fn jobtrace_provisions_the_topics_and_subscriptions_terraform_declares() {
         DEAD_LETTER_TOPIC
     );
     assert_eq!(
+        terraform.string_default("completions_topic"),
+        COMPLETIONS_TOPIC
+    );
+    assert_eq!(
         terraform.number_default("max_delivery_attempts"),
         i64::from(MAX_DELIVERY_ATTEMPTS)
     );
@@ -93,4 +97,26 @@ fn jobtrace_provisions_the_topics_and_subscriptions_terraform_declares() {
         );
         assert!(source(dead_letter.body(), "dead_letter_topic").contains("dead_letter"));
     }
+}
+
+/// trace-writer's own identity, and only it, publishes completion notifications.
+#[test]
+fn trace_writer_may_publish_completions() {
+    let terraform = Terraform::load();
+    let topic = terraform.resource("google_pubsub_topic", "completions");
+    assert_eq!(source(topic.body(), "name"), "var.completions_topic");
+    let publishers: Vec<_> = terraform
+        .resources("google_pubsub_topic_iam_member")
+        .into_iter()
+        .filter(|(_, block)| {
+            source(block.body(), "topic").contains("google_pubsub_topic.completions")
+                && source(block.body(), "role") == "\"roles/pubsub.publisher\""
+        })
+        .collect();
+    assert_eq!(publishers.len(), 1, "one publisher binding on the topic");
+    let member = source(publishers[0].1.body(), "member");
+    assert!(
+        member.contains("google_service_account.trace_writer.email"),
+        "the publisher is trace-writer's runtime account, not {member}"
+    );
 }

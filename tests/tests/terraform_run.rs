@@ -139,6 +139,15 @@ fn every_mode_gives_each_function_the_configuration_it_needs() {
                             Some(PROJECT),
                             "{mode}: trace-writer does not know its project (GOOGLE_CLOUD_PROJECT)"
                         );
+                        assert_eq!(
+                            writer_config.completions.map(|target| target.topic),
+                            Some(format!(
+                                "projects/{PROJECT}/topics/{}",
+                                jobtrace::topology::COMPLETIONS_TOPIC
+                            )),
+                            "{mode}: trace-writer does not publish completions to the topic \
+                             Terraform creates"
+                        );
 
                         let refusals: Vec<String> = plan
                             .preconditions(api)

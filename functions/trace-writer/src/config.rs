@@ -26,6 +26,41 @@ pub struct WriterConfig {
     /// `PUSH_MEMORY_MIB`: what the pushes in flight may hold together; a push that
     /// would go over it waits (see [`crate::app`]).
     pub push_memory_bytes: usize,
+    /// `COMPLETIONS_TOPIC`: where completion notifications go; none without it.
+    pub completions: Option<CompletionsTarget>,
+}
+
+/// Where completion notifications are published.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompletionsTarget {
+    /// `projects/P/topics/T`.
+    pub topic: String,
+    /// `PUBSUB_EMULATOR_HOST` (`host:port`): the emulator, without credentials.
+    pub emulator_host: Option<String>,
+}
+
+impl CompletionsTarget {
+    /// Checks `topic` is a full topic path, so that a typo is refused at start-up rather
+    /// than answered 503 on every terminal push.
+    pub fn new(topic: &str, emulator_host: Option<String>) -> Result<Self, ConfigError> {
+        let topic = topic.trim();
+        let valid = matches!(
+            topic.split('/').collect::<Vec<_>>().as_slice(),
+            ["projects", project, "topics", name] if !project.is_empty() && !name.is_empty()
+        );
+        if !valid {
+            return Err(ConfigError(format!(
+                "COMPLETIONS_TOPIC must be a topic path projects/PROJECT/topics/TOPIC, got {:?}",
+                topic.chars().take(200).collect::<String>()
+            )));
+        }
+        Ok(CompletionsTarget {
+            topic: topic.to_owned(),
+            emulator_host: emulator_host
+                .map(|host| host.trim().to_owned())
+                .filter(|host| !host.is_empty()),
+        })
+    }
 }
 
 const MIB: usize = 1024 * 1024;
@@ -84,6 +119,8 @@ struct Raw {
     google_cloud_project: Option<String>,
     gcp_project: Option<String>,
     push_memory_mib: Option<String>,
+    completions_topic: Option<String>,
+    pubsub_emulator_host: Option<String>,
 }
 
 impl WriterConfig {
@@ -93,6 +130,7 @@ impl WriterConfig {
             auth: PushAuth::None,
             trace_project: None,
             push_memory_bytes: default_push_memory(container_memory_bytes()),
+            completions: None,
         }
     }
 
@@ -176,10 +214,15 @@ impl WriterConfig {
                     ))
                 })?,
         };
+        let completions = match raw.completions_topic.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(topic) => Some(CompletionsTarget::new(topic, raw.pubsub_emulator_host)?),
+        };
         Ok(WriterConfig {
             auth,
             trace_project,
             push_memory_bytes,
+            completions,
         })
     }
 }
@@ -246,6 +289,36 @@ mod tests {
         ]))
         .unwrap_err();
         assert!(error.to_string().contains("GOOGLE_JWKS_URL"), "{error}");
+    }
+
+    #[test]
+    fn completions_need_a_topic_path_and_may_go_to_the_emulator() {
+        let none = vars(&[("PUSH_AUTH", "none")]);
+        assert_eq!(WriterConfig::from_vars(none).unwrap().completions, None);
+        let config = WriterConfig::from_vars(vars(&[
+            ("PUSH_AUTH", "none"),
+            ("COMPLETIONS_TOPIC", " projects/p/topics/completions "),
+            ("PUBSUB_EMULATOR_HOST", "127.0.0.1:8085"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            config.completions,
+            Some(CompletionsTarget {
+                topic: "projects/p/topics/completions".into(),
+                emulator_host: Some("127.0.0.1:8085".into()),
+            })
+        );
+        for bad in [
+            "completions",
+            "projects/p/topics/",
+            "projects//topics/t",
+            "p/t/x/y",
+        ] {
+            let error =
+                WriterConfig::from_vars(vars(&[("PUSH_AUTH", "none"), ("COMPLETIONS_TOPIC", bad)]))
+                    .unwrap_err();
+            assert!(error.to_string().contains("COMPLETIONS_TOPIC"), "{error}");
+        }
     }
 
     #[test]

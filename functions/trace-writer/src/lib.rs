@@ -12,14 +12,20 @@
 //! | body over [`MAX_PUSH_BODY_BYTES`] | 413 |
 //! | missing or bad token / token of another account | 401 / 403, nothing written |
 //! | database unavailable or too slow | 503 `{"error": "database unavailable"}` |
+//! | with `COMPLETIONS_TOPIC`: a completion notification could not be published | 503 `{"error": "completion notification not published"}` |
 //! | the pushes in flight hold `PUSH_MEMORY_MIB` for longer than [`PUSH_MEMORY_WAIT`] | 503 with `Retry-After`, nothing read |
 //!
 //! Each push holds [`push_memory_bytes`] of its declared size (the largest push's when it
 //! declares none) from before its body is read until it is answered, so an instance
 //! never holds more than `PUSH_MEMORY_MIB` of pushes, however many arrive at once.
 //!
+//! With `COMPLETIONS_TOPIC` set, a push whose change ends an attempt records the
+//! notification it owes with the change, publishes it, removes it and only then is
+//! answered 204 ([`job_trace::completions`]).
+//!
 //! Every push ends in exactly one JSON log line with its ids, outcome and latency.
 
+pub mod completions;
 pub mod config;
 
 use std::sync::Arc;
@@ -41,7 +47,11 @@ use job_trace::TraceStore;
 use serde_json::json;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-pub use config::{PushAuth, WriterConfig};
+pub use completions::Completions;
+pub use config::{CompletionsTarget, PushAuth, WriterConfig};
+use job_trace::completions::to_publish;
+use job_trace::store::StoreError;
+use job_trace::Change;
 
 /// How long a push waits for memory before it is answered 503 and redelivered later.
 pub const PUSH_MEMORY_WAIT: Duration = Duration::from_secs(10);
@@ -51,6 +61,7 @@ struct Writer {
     store: TraceStore,
     verifier: Option<Arc<PushVerifier>>,
     memory: PushMemory,
+    completions: Option<Arc<Completions>>,
 }
 
 /// The memory the pushes in flight may hold together, counted in KiB.
@@ -90,11 +101,15 @@ pub fn app(store: TraceStore, config: WriterConfig) -> Router {
         PushAuth::Oidc(oidc) => Some(Arc::new(PushVerifier::new(oidc))),
         PushAuth::None => None,
     };
+    let completions = config
+        .completions
+        .map(|target| Arc::new(Completions::new(target)));
     writer_app(
         store,
         verifier,
         config.trace_project,
         config.push_memory_bytes,
+        completions,
     )
 }
 
@@ -106,7 +121,7 @@ pub fn app_with_verifier(
     trace_project: Option<String>,
 ) -> Router {
     let push_memory = WriterConfig::unauthenticated().push_memory_bytes;
-    writer_app(store, verifier, trace_project, push_memory)
+    writer_app(store, verifier, trace_project, push_memory, None)
 }
 
 fn writer_app(
@@ -114,11 +129,13 @@ fn writer_app(
     verifier: Option<Arc<PushVerifier>>,
     trace_project: Option<String>,
     push_memory_bytes: usize,
+    completions: Option<Arc<Completions>>,
 ) -> Router {
     let writer = Writer {
         store: store.clone(),
         verifier,
         memory: PushMemory::new(push_memory_bytes, PUSH_MEMORY_WAIT),
+        completions,
     };
     let router = Router::new()
         .route("/", post(receive))
@@ -152,6 +169,73 @@ fn busy() -> Response {
 
 fn database_unavailable() -> Response {
     error_body(StatusCode::SERVICE_UNAVAILABLE, "database unavailable")
+}
+
+/// Why a change was not fully recorded; either way the push is redelivered.
+enum Fault {
+    Database(StoreError),
+    /// The change is written, but a notification it owes is not published (it stays
+    /// pending in the trace for the redelivery).
+    Unpublished(completions::PublishError),
+}
+
+impl Fault {
+    fn outcome(&self) -> &'static str {
+        match self {
+            Fault::Database(_) => "unavailable",
+            Fault::Unpublished(_) => "unpublished",
+        }
+    }
+
+    fn response(&self) -> Response {
+        match self {
+            Fault::Database(_) => database_unavailable(),
+            Fault::Unpublished(_) => error_body(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "completion notification not published",
+            ),
+        }
+    }
+}
+
+impl std::fmt::Display for Fault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Fault::Database(error) => error.fmt(f),
+            Fault::Unpublished(error) => error.fmt(f),
+        }
+    }
+}
+
+/// Applies `change`; with completion notifications on, also publishes what this push
+/// owes and removes it from the trace. Returns how many notifications it published.
+async fn write(writer: &Writer, change: &Change) -> Result<usize, Fault> {
+    let Some(completions) = &writer.completions else {
+        writer.store.apply(change).await.map_err(Fault::Database)?;
+        return Ok(0);
+    };
+    let now = bson::DateTime::now();
+    let change = change.clone().notifying(now);
+    let trace = writer
+        .store
+        .apply_returning(&change)
+        .await
+        .map_err(Fault::Database)?;
+    let own = change.completion().map(|owed| owed.dedupe_key);
+    let owed = to_publish(&trace, own.as_deref(), now);
+    if owed.is_empty() {
+        return Ok(0);
+    }
+    let (published, failure) = completions.publish(&trace, &owed).await;
+    writer
+        .store
+        .settle_completions(&change.message_id, &published)
+        .await
+        .map_err(Fault::Database)?;
+    match failure {
+        Some(error) => Err(Fault::Unpublished(error)),
+        None => Ok(published.len()),
+    }
 }
 
 fn content_length(headers: &HeaderMap) -> Option<u64> {
@@ -251,7 +335,7 @@ async fn receive(State(writer): State<Writer>, request: Request) -> Response {
             return error_body(StatusCode::BAD_REQUEST, error.to_string());
         }
     };
-    record(&writer.store, &push, started).await
+    record(&writer, &push, started).await
 }
 
 fn refuse(error: PushAuthError, line: impl Fn(&'static str, u16) -> Line<'static>) -> Response {
@@ -276,7 +360,7 @@ fn refuse(error: PushAuthError, line: impl Fn(&'static str, u16) -> Line<'static
     }
 }
 
-async fn record(store: &TraceStore, push: &Push, started: Instant) -> Response {
+async fn record(writer: &Writer, push: &Push, started: Instant) -> Response {
     let job = push.job_message_id().map(|id| id.as_str());
     let line = |outcome, http_status| Line {
         started,
@@ -286,8 +370,8 @@ async fn record(store: &TraceStore, push: &Push, started: Instant) -> Response {
         http_status,
     };
     match &push.outcome {
-        Outcome::Record(change) => match store.apply(change).await {
-            Ok(()) => {
+        Outcome::Record(change) => match write(writer, change).await {
+            Ok(notified) => {
                 push_line!(
                     info,
                     line("recorded", 204),
@@ -297,13 +381,14 @@ async fn record(store: &TraceStore, push: &Push, started: Instant) -> Response {
                         change.status.as_str()
                     },
                     attempt = change.key.attempt,
+                    notified,
                     "push recorded"
                 );
                 StatusCode::NO_CONTENT.into_response()
             }
-            Err(error) => {
-                push_line!(error, line("unavailable", 503), error = %error, "push not recorded: database unavailable");
-                database_unavailable()
+            Err(fault) => {
+                push_line!(error, line(fault.outcome(), 503), error = %fault, "push not recorded: database unavailable or notification not published");
+                fault.response()
             }
         },
         Outcome::Reject {
@@ -311,9 +396,9 @@ async fn record(store: &TraceStore, push: &Push, started: Instant) -> Response {
             failed_trace,
         } => {
             if let Some(change) = failed_trace {
-                if let Err(error) = store.apply(change).await {
-                    push_line!(error, line("unavailable", 503), reason = %reason, error = %error, "rejected push not recorded: database unavailable");
-                    return database_unavailable();
+                if let Err(fault) = write(writer, change).await {
+                    push_line!(error, line(fault.outcome(), 503), reason = %reason, error = %fault, "rejected push not recorded: database unavailable or notification not published");
+                    return fault.response();
                 }
             }
             push_line!(

@@ -34,6 +34,7 @@ pub(super) fn apply_progress(
         history: Vec::new(),
         expire_at: None,
         progress: None,
+        pending_completions: Vec::new(),
     });
     let created_at = next.created_at.map_or(t, |created| created.min(t));
     next.created_at = Some(created_at);

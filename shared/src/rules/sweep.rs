@@ -72,6 +72,7 @@ impl Change {
             result: None,
             progress: None,
             sweep: Some(Sweep { stalled_since }),
+            notify: None,
         })
     }
 }

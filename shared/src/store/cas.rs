@@ -37,11 +37,34 @@ fn backoff(losses: u32) -> Duration {
     Duration::from_millis(u64::from(losses.min(20)))
 }
 
+/// What a `cas` write left: the trace as it now stands (none when a sweep found no trace
+/// to sweep) and whether this write changed it.
+pub(super) struct CasOutcome {
+    pub(super) trace: Option<TraceDocument>,
+    pub(super) wrote: bool,
+}
+
+impl CasOutcome {
+    fn written(trace: TraceDocument) -> Self {
+        CasOutcome {
+            trace: Some(trace),
+            wrote: true,
+        }
+    }
+
+    fn unwritten(trace: Option<TraceDocument>) -> Self {
+        CasOutcome {
+            trace,
+            wrote: false,
+        }
+    }
+}
+
 impl TraceStore {
     /// Two commands when nobody else writes the trace (one `find`, one write), one when
     /// the change is already in it. Retries lost races until the store's timeout (the
-    /// caller bounds it), each a sign that another writer made progress. Whether it wrote.
-    pub(super) async fn apply_cas(&self, change: &Change) -> Result<bool, StoreError> {
+    /// caller bounds it), each a sign that another writer made progress.
+    pub(super) async fn apply_cas(&self, change: &Change) -> Result<CasOutcome, StoreError> {
         let filter = Self::filter_of(&change.message_id);
         let mut losses = 0;
         loop {
@@ -50,11 +73,14 @@ impl TraceStore {
             }
             losses += 1;
             let Some(read) = self.traces.find_one(filter.clone()).await? else {
-                let Some(trace) = rules::apply_to(None, change) else {
-                    return Ok(false);
+                let Some(mut trace) = rules::apply_to(None, change) else {
+                    return Ok(CasOutcome::unwritten(None));
                 };
                 match self.traces.insert_one(stored_fields(&trace, 1)?).await {
-                    Ok(_) => return Ok(true),
+                    Ok(inserted) => {
+                        trace.id = inserted.inserted_id.as_object_id();
+                        return Ok(CasOutcome::written(trace));
+                    }
                     Err(error) => {
                         self.settle_failed_first_write(&change.message_id, error)
                             .await?;
@@ -67,13 +93,13 @@ impl TraceStore {
             let current: TraceDocument = bson::from_document(read)?;
             let next = rules::apply(Some(&current), change);
             if next == current {
-                return Ok(false);
+                return Ok(CasOutcome::unwritten(Some(current)));
             }
             // `revision: null` also matches a trace without the field (the original's).
             let unchanged = doc! { "_id": id, REVISION: revision.clone() };
             let set = doc! { "$set": stored_fields(&next, next_revision(&revision))? };
             if self.traces.update_one(unchanged, set).await?.matched_count == 1 {
-                return Ok(true);
+                return Ok(CasOutcome::written(next));
             }
         }
     }

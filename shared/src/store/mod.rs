@@ -221,6 +221,45 @@ impl TraceStore {
         }
     }
 
+    /// [`TraceStore::apply`], returning the trace as written: one `findAndModify`
+    /// instead of an `update` with `pipeline`, the write `cas` makes anyway with it.
+    pub async fn apply_returning(&self, change: &Change) -> Result<TraceDocument, StoreError> {
+        match self.write {
+            StoreWrite::Pipeline => self.bounded(self.apply_pipeline_returning(change)).await,
+            StoreWrite::Cas => self
+                .bounded(self.apply_cas(change))
+                .await?
+                .trace
+                .ok_or_else(|| mongodb::error::Error::custom("a cas write left no trace").into()),
+        }
+    }
+
+    /// Removes the pending completion notifications `dedupe_keys` of trace `message_id`,
+    /// once published. Bumps [`REVISION`] like any write, so that a `cas` writer that
+    /// read them before cannot write them back.
+    pub async fn settle_completions(
+        &self,
+        message_id: &MessageId,
+        dedupe_keys: &[String],
+    ) -> Result<(), StoreError> {
+        if dedupe_keys.is_empty() {
+            return Ok(());
+        }
+        self.bounded(async {
+            self.traces
+                .update_one(
+                    Self::filter_of(message_id),
+                    doc! {
+                        "$pull": { "pending_completions": { "dedupe_key": { "$in": dedupe_keys } } },
+                        "$inc": { REVISION: 1_i64 },
+                    },
+                )
+                .await?;
+            Ok(())
+        })
+        .await
+    }
+
     fn filter_of(message_id: &MessageId) -> Document {
         doc! { "message_id": message_id.as_str() }
     }

@@ -309,7 +309,10 @@ impl TraceStore {
             }
             // The read, the rules (which test the same condition) and a write
             // conditioned on the revision read.
-            StoreWrite::Cas => self.bounded(self.apply_cas(change)).await,
+            StoreWrite::Cas => self
+                .bounded(self.apply_cas(change))
+                .await
+                .map(|outcome| outcome.wrote),
         }
     }
 }

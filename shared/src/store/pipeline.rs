@@ -4,9 +4,12 @@
 
 use bson::{doc, Bson, Document};
 
+use mongodb::options::ReturnDocument;
+
 use super::{StoreError, TraceStore, REVISION};
+use crate::completions::MAX_PENDING_COMPLETIONS;
 use crate::indexes::{COMPLETED_TTL_SECONDS, CREATED_TTL_SECONDS};
-use crate::model::{JobStatus, StoredProgress, TraceKey};
+use crate::model::{JobStatus, StoredProgress, TraceDocument, TraceKey};
 use crate::rules::{Change, HISTORY_ATTEMPTS, HISTORY_MAX_ENTRIES, NO_STATUS_YET};
 
 /// Wraps a value so that the pipeline reads it as data, never as a field path or operator
@@ -126,7 +129,7 @@ fn step_fields(change: &Change) -> Document {
     } else {
         Bson::Null
     };
-    doc! { "$set": {
+    let mut fields = doc! {
         "job_type": stored_or("job_type", optional_literal(job.map(|j| j.job_type.as_str()))),
         "status": if_applies(literal(change.status.as_str()), "status"),
         "url": stored_or("url", optional_literal(job.and_then(|j| j.url.clone()))),
@@ -145,7 +148,31 @@ fn step_fields(change: &Change) -> Document {
         "rank": { "$cond": ["$_applies", r, "$rank"] },
         "history": bounded_history(),
         REVISION: { "$add": [{ "$ifNull": [format!("${REVISION}"), 0_i64] }, 1_i64] },
-    } }
+    };
+    // apply: `if let Some(owed) = change.completion().filter(|_| applies)`: push it and
+    // keep the latest. Written only by a change that can owe one, so with notifications
+    // off no trace ever gets the field.
+    if let Some(owed) = change.completion() {
+        let owed = doc! {
+            "dedupe_key": literal(owed.dedupe_key),
+            "status": owed.status.as_str(),
+            "attempt": owed.attempt,
+            "noted_at": owed.noted_at,
+        };
+        let stored = doc! { "$ifNull": ["$pending_completions", []] };
+        fields.insert(
+            "pending_completions",
+            doc! { "$cond": [
+                "$_applies",
+                { "$slice": [
+                    { "$concatArrays": [stored.clone(), [owed]] },
+                    -(MAX_PENDING_COMPLETIONS as i32),
+                ] },
+                stored,
+            ] },
+        );
+    }
+    doc! { "$set": fields }
 }
 
 /// apply: `expire_at: Some(expire_at(created_at, completed_at))`.
@@ -275,16 +302,52 @@ impl TraceStore {
     /// `message_id` won the insert (the unique index turns the loser's upsert into a
     /// duplicate key, and the retry then updates the winner's document).
     pub(super) async fn apply_pipeline(&self, change: &Change) -> Result<(), StoreError> {
-        let filter = Self::filter_of(&change.message_id);
+        self.upsert_retrying(change, || async {
+            self.traces
+                .update_one(Self::filter_of(&change.message_id), update_pipeline(change))
+                .upsert(true)
+                .await
+                .map(drop)
+        })
+        .await
+    }
+
+    /// [`TraceStore::apply_pipeline`] as one `findAndModify` that returns the trace as
+    /// written (what completion notifications need to publish).
+    pub(super) async fn apply_pipeline_returning(
+        &self,
+        change: &Change,
+    ) -> Result<TraceDocument, StoreError> {
+        let written = self
+            .upsert_retrying(change, || async {
+                self.traces
+                    .find_one_and_update(
+                        Self::filter_of(&change.message_id),
+                        update_pipeline(change),
+                    )
+                    .upsert(true)
+                    .return_document(ReturnDocument::After)
+                    .await
+            })
+            .await?;
+        let written = written
+            .ok_or_else(|| mongodb::error::Error::custom("an upsert returned no document"))?;
+        Ok(bson::from_document(written)?)
+    }
+
+    /// Runs `write` once, and once more after losing a first write's race.
+    async fn upsert_retrying<T, F>(
+        &self,
+        change: &Change,
+        write: impl Fn() -> F,
+    ) -> Result<T, StoreError>
+    where
+        F: std::future::Future<Output = Result<T, mongodb::error::Error>>,
+    {
         let mut raced = false;
         loop {
-            let outcome = self
-                .traces
-                .update_one(filter.clone(), update_pipeline(change))
-                .upsert(true)
-                .await;
-            match outcome {
-                Ok(_) => return Ok(()),
+            match write().await {
+                Ok(written) => return Ok(written),
                 // One winner per key: after one lost race the update matches, so a second
                 // failure is a real fault.
                 Err(error) if !raced => {

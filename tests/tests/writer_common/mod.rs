@@ -99,7 +99,7 @@ impl Writer {
         Writer::serve_router(router, store).await
     }
 
-    async fn serve_router(router: axum::Router, store: TraceStore) -> Writer {
+    pub async fn serve_router(router: axum::Router, store: TraceStore) -> Writer {
         let tally = Arc::new(Tally::default());
         let served = serve(counted(router, tally.clone())).await;
         Writer {
