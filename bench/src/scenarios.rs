@@ -25,6 +25,9 @@ pub enum Scenario {
     Push,
     PushCas,
     CeilingFind,
+    /// `findOne` from a client on one thread, as the functions run: the floor of CPU any
+    /// service pays per read with this driver, whatever it does around it.
+    FloorFind,
     CeilingList,
     CeilingUpdate,
     Original,
@@ -33,9 +36,10 @@ pub enum Scenario {
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 10] = [
+    pub const ALL: [Scenario; 11] = [
         Scenario::Status,
         Scenario::CeilingFind,
+        Scenario::FloorFind,
         Scenario::Revalidate,
         Scenario::OriginalRead,
         Scenario::User,
@@ -54,6 +58,7 @@ impl Scenario {
             Scenario::Push => "writer_push",
             Scenario::PushCas => "writer_push_cas",
             Scenario::CeilingFind => "direct_find_one",
+            Scenario::FloorFind => "direct_find_one_single_thread",
             Scenario::CeilingList => "direct_user_aggregate",
             Scenario::CeilingUpdate => "direct_conditional_update",
             Scenario::Original => "direct_original_find_then_update",
@@ -69,6 +74,7 @@ impl Scenario {
             Scenario::Push => "trace-writer push",
             Scenario::PushCas => "trace-writer push (cas)",
             Scenario::CeilingFind => "  direct findOne (ceiling)",
+            Scenario::FloorFind => "  direct findOne, 1 thread (floor)",
             Scenario::CeilingList => "  direct aggregate (ceiling)",
             Scenario::CeilingUpdate => "  direct cond. update (ceiling)",
             Scenario::Original => "  original find+update",
@@ -92,7 +98,7 @@ impl Scenario {
 
     pub fn direct(self) -> Option<DirectOp> {
         match self {
-            Scenario::CeilingFind => Some(DirectOp::Find),
+            Scenario::CeilingFind | Scenario::FloorFind => Some(DirectOp::Find),
             Scenario::CeilingList => Some(DirectOp::List),
             Scenario::CeilingUpdate => Some(DirectOp::Update),
             Scenario::Original => Some(DirectOp::Original),
@@ -101,9 +107,9 @@ impl Scenario {
     }
 
     /// Whether its database commands are counted: the original's read path is not ours,
-    /// and sends what a status read sends.
+    /// and it and the floor send what a status read and the ceiling send.
     pub fn counted(self) -> bool {
-        self != Scenario::OriginalRead
+        !matches!(self, Scenario::OriginalRead | Scenario::FloorFind)
     }
 
     pub fn writes(self) -> bool {
@@ -380,9 +386,14 @@ impl Bench {
         let me = std::process::id();
         let client_before = procstat::cpu_micros(me).unwrap_or(0.0);
         let db_before = procstat::cpu_micros(self.db.pid()).unwrap_or(0.0);
-        let outcome = self.rt.block_on(direct::run(
+        let (rt, traces) = if scenario == Scenario::FloorFind {
+            (&self.single, &endpoint.floor_traces)
+        } else {
+            (&self.rt, &endpoint.traces)
+        };
+        let outcome = rt.block_on(direct::run(
             op,
-            endpoint.traces.clone(),
+            traces.clone(),
             endpoint.original.clone(),
             inputs,
             conns,

@@ -83,6 +83,8 @@ pub struct Bench {
     pub bins: Binaries,
     pub work: PathBuf,
     pub rt: tokio::runtime::Runtime,
+    /// The floor's client runs here: one thread, as the functions' runtime.
+    pub single: tokio::runtime::Runtime,
     pub rng: StdRng,
     pub db: Process,
     pub db_uri: String,
@@ -341,6 +343,9 @@ pub struct Endpoint {
     pub uri: String,
     pub traces: Collection<Document>,
     pub original: Collection<Document>,
+    /// The traces through a client of the single-thread runtime (its pool and monitors
+    /// live there, so that no wake-up crosses threads).
+    pub floor_traces: Collection<Document>,
     /// `bench/original_read.py` on this endpoint, and its port.
     pub original_read: (Process, u16),
     _proxy: Option<Process>,
@@ -373,14 +378,18 @@ impl Bench {
                 Some(proxy),
             )
         };
-        let client = self.rt.block_on(async {
-            let mut options = ClientOptions::parse(&uri).await.expect("database uri");
-            options.max_pool_size = Some(64);
-            Client::with_options(options).expect("database client")
-        });
-        let database = client.database(DATABASE);
+        let client = |rt: &tokio::runtime::Runtime| {
+            rt.block_on(async {
+                let mut options = ClientOptions::parse(&uri).await.expect("database uri");
+                options.max_pool_size = Some(64);
+                Client::with_options(options).expect("database client")
+            })
+        };
+        let database = client(&self.rt).database(DATABASE);
+        let floor = client(&self.single).database(DATABASE);
         Endpoint {
             delay_ms,
+            floor_traces: floor.collection(COLLECTION),
             original_read: start_original_read(&self.work, &uri, delay_ms),
             traces: database.collection(COLLECTION),
             original: database.collection(ORIGINAL_COLLECTION),
@@ -535,6 +544,10 @@ impl Bench {
             bins,
             work: work.to_owned(),
             rt,
+            single: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("single-thread runtime"),
             rng,
             db,
             db_uri: db_uri.clone(),
