@@ -19,9 +19,12 @@ use crate::setup::{now_ms, start_functions, Bench, COLLECTION, DATABASE, ORIGINA
 /// the driver's monitoring), by name, and the answers the HTTP loads got.
 pub fn count_commands(bench: &mut Bench) -> Value {
     let counts = proxy::Counts::default();
-    let proxy_port = bench
-        .rt
-        .block_on(proxy::start(bench.db_port(), counts.clone()));
+    let proxy_port = bench.rt.block_on(proxy::start(
+        0,
+        bench.db_port(),
+        counts.clone(),
+        std::time::Duration::ZERO,
+    ));
     let proxy_uri = format!("mongodb://127.0.0.1:{proxy_port}/?directConnection=true");
     let functions = start_functions(&bench.bins, &bench.work, &proxy_uri, "-counted");
     let n = bench.settings.counted;
@@ -55,7 +58,7 @@ pub fn count_commands(bench: &mut Bench) -> Value {
     };
 
     let mut rows = serde_json::Map::new();
-    for scenario in Scenario::ALL {
+    for scenario in Scenario::ALL.into_iter().filter(|s| s.counted()) {
         let (delta, answers) = if let Some(op) = scenario.direct() {
             bench.rt.block_on(async {
                 direct::run_count(op, &traces, &original, &inputs, 5).await;

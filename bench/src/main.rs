@@ -4,9 +4,13 @@
 //! with each write strategy, and its memory with worst-case pushes in flight. Prints one
 //! table and writes `bench/results.json`.
 //!
+//! Every load runs once per database delay: straight to the database, and through a proxy
+//! that holds each reply back (2 ms: the database a network hop away, as in production).
+//!
 //! Knobs: `BENCH_QUICK=1` (one short run on a small data set, for development),
-//! `BENCH_RUNS`, `BENCH_SECONDS`, `BENCH_CONNS` (e.g. `1,8,32`), `BENCH_USERS`,
-//! `BENCH_WRITER_BEFORE` (an older trace-writer to measure worst-case memory beside).
+//! `BENCH_RUNS`, `BENCH_SECONDS`, `BENCH_CONNS` (e.g. `1,8,32`), `BENCH_DELAYS_MS` (e.g.
+//! `0,2`), `BENCH_USERS`, `BENCH_WRITER_BEFORE` (an older trace-writer to measure
+//! worst-case memory beside).
 
 mod counting;
 mod data;
@@ -27,6 +31,19 @@ use crate::scenarios::cold_starts;
 use crate::setup::{locate_binaries, machine, start_functions, Bench, Settings};
 
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("proxy") {
+        let number = |i: usize| -> u64 {
+            args.get(i)
+                .and_then(|a| a.parse().ok())
+                .expect("bench proxy UPSTREAM DELAY_MS PORT")
+        };
+        proxy::serve_as_process(
+            number(2) as u16,
+            Duration::from_millis(number(3)),
+            number(4) as u16,
+        );
+    }
     let settings = Settings::from_env();
     let root = project_root();
     let bins = locate_binaries(&root);
@@ -36,10 +53,11 @@ fn main() {
     let machine = machine();
     let started_at = chrono::Utc::now();
     eprintln!(
-        "bench: {} runs x {:?} at connections {:?}; data set {} users x {} jobs{}",
+        "bench: {} runs x {:?} at connections {:?}, database replies delayed {:?} ms; data set {} users x {} jobs{}",
         settings.runs,
         settings.duration,
         settings.conns,
+        settings.delays_ms,
         settings.users,
         settings.jobs_per_user,
         if settings.quick { " (BENCH_QUICK)" } else { "" }
@@ -51,7 +69,26 @@ fn main() {
     let idle = memory::idle(&functions);
     bench.tag_and_check(&functions);
 
-    let (samples, largest_rss) = bench.measure(&functions);
+    let mut samples = Vec::new();
+    let mut largest_rss = std::collections::BTreeMap::new();
+    let mut functions = Some(functions);
+    for delay_ms in bench.settings.delays_ms.clone() {
+        let endpoint = bench.endpoint(delay_ms);
+        let delayed = match functions.take() {
+            Some(direct) if delay_ms == 0 => direct,
+            _ => start_functions(&bench.bins, &work, &endpoint.uri, &format!("-{delay_ms}ms")),
+        };
+        eprintln!("bench: database replies delayed {delay_ms} ms");
+        let (mut measured, rss) = bench.measure(&delayed, &endpoint);
+        samples.append(&mut measured);
+        for (name, mib) in rss {
+            let peak: &mut f64 = largest_rss.entry(name).or_default();
+            *peak = peak.max(mib);
+        }
+        // The peak of the functions that ran longest: the last ones.
+        functions = Some(delayed);
+    }
+    let functions = functions.expect("functions ran");
     let memory = memory::under_load(idle, &functions, largest_rss);
     drop(functions);
 

@@ -1,13 +1,20 @@
 //! A loopback proxy in front of the database that counts the commands clients send, by
-//! name. Counting on the wire sees what the services really send (their drivers are in
-//! other processes, out of reach of command monitoring), and works whatever counters the
-//! server keeps.
+//! name, and can hold every reply back for a while. Counting on the wire sees what the
+//! services really send (their drivers are in other processes, out of reach of command
+//! monitoring), and works whatever counters the server keeps. The delay puts the database
+//! a network hop away, as Firestore or Atlas are from Cloud Run: what a request then costs
+//! is a full park-and-wake cycle of the service around a slow reply, which a database on
+//! the same host (replies in 0.2 ms) hides.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 const OP_MSG: i32 = 2013;
 const OP_QUERY: i32 = 2004;
@@ -71,8 +78,8 @@ fn command_name(body: &[u8]) -> Option<String> {
 }
 
 async fn pump_requests(
-    mut from: tokio::net::tcp::OwnedReadHalf,
-    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut from: OwnedReadHalf,
+    mut to: OwnedWriteHalf,
     counts: Counts,
 ) -> std::io::Result<()> {
     let mut header = [0u8; 16];
@@ -93,9 +100,46 @@ async fn pump_requests(
     }
 }
 
-/// Listens on a free loopback port and forwards to `upstream`; returns the port.
-pub async fn start(upstream: u16, counts: Counts) -> u16 {
-    let listener = TcpListener::bind(("127.0.0.1", 0))
+/// Server to client, each chunk written `delay` after it arrived. The delay is added to
+/// the reply rather than the request so that a round trip pays it once, and chunks queue
+/// rather than wait in turn, so that pipelined or concurrent replies overlap as they would
+/// on a long wire.
+async fn pump_replies(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, delay: Duration) {
+    if delay.is_zero() {
+        let _ = tokio::io::copy(&mut from, &mut to).await;
+        return;
+    }
+    let (chunks, mut due) = mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
+    let writer = tokio::spawn(async move {
+        while let Some((at, chunk)) = due.recv().await {
+            tokio::time::sleep_until(at).await;
+            if to.write_all(&chunk).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut buffer = vec![0u8; 64 * 1024];
+    loop {
+        match from.read(&mut buffer).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if chunks
+                    .send((Instant::now() + delay, buffer[..n].to_vec()))
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        }
+    }
+    drop(chunks);
+    let _ = writer.await;
+}
+
+/// Listens on loopback port `listen` (0: a free one) and forwards to `upstream`, each
+/// reply `delay` late; returns the port.
+pub async fn start(listen: u16, upstream: u16, counts: Counts, delay: Duration) -> u16 {
+    let listener = TcpListener::bind(("127.0.0.1", listen))
         .await
         .expect("bind the counting proxy");
     let port = listener.local_addr().expect("proxy address").port();
@@ -108,15 +152,29 @@ pub async fn start(upstream: u16, counts: Counts) -> u16 {
                 };
                 let _ = client.set_nodelay(true);
                 let _ = server.set_nodelay(true);
-                let (client_read, mut client_write) = client.into_split();
-                let (mut server_read, server_write) = server.into_split();
-                let replies = tokio::spawn(async move {
-                    let _ = tokio::io::copy(&mut server_read, &mut client_write).await;
-                });
+                let (client_read, client_write) = client.into_split();
+                let (server_read, server_write) = server.into_split();
+                let replies = tokio::spawn(pump_replies(server_read, client_write, delay));
                 let _ = pump_requests(client_read, server_write, counts).await;
                 replies.abort();
             });
         }
     });
     port
+}
+
+/// `bench proxy UPSTREAM DELAY_MS PORT`: the delaying proxy as a process of its own, so
+/// that its CPU is not counted as the direct client's (the bench's own process) and it
+/// does not share the client's runtime. Serves until its parent dies.
+pub fn serve_as_process(upstream: u16, delay: Duration, listen: u16) -> ! {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("proxy runtime");
+    rt.block_on(async {
+        start(listen, upstream, Counts::default(), delay).await;
+        std::future::pending::<()>().await
+    });
+    unreachable!("the proxy serves until it is killed")
 }

@@ -44,23 +44,24 @@ pub fn build(
     cold_writer: &[(f64, f64)],
     started_at: chrono::DateTime<chrono::Utc>,
 ) -> Value {
-    let mut groups: BTreeMap<(usize, Scenario), Vec<&Sample>> = BTreeMap::new();
+    let mut groups: BTreeMap<(u64, usize, Scenario), Vec<&Sample>> = BTreeMap::new();
     for s in samples {
-        groups.entry((s.conns, s.scenario)).or_default().push(s);
+        groups
+            .entry((s.delay_ms, s.conns, s.scenario))
+            .or_default()
+            .push(s);
     }
-    let find = |scenario: Scenario, conns: usize, run: usize| {
-        samples
-            .iter()
-            .find(|s| s.scenario == scenario && s.conns == conns && s.run == run)
+    let find = |scenario: Scenario, delay: u64, conns: usize, run: usize| {
+        samples.iter().find(|s| {
+            s.scenario == scenario && s.delay_ms == delay && s.conns == conns && s.run == run
+        })
     };
+    let settings_seen: std::collections::BTreeSet<(u64, usize)> =
+        groups.keys().map(|k| (k.0, k.1)).collect();
     let mut loads = Vec::new();
-    for conns in groups
-        .keys()
-        .map(|k| k.0)
-        .collect::<std::collections::BTreeSet<_>>()
-    {
+    for &(delay, conns) in &settings_seen {
         for scenario in Scenario::ALL {
-            let Some(runs) = groups.get(&(conns, scenario)) else {
+            let Some(runs) = groups.get(&(delay, conns, scenario)) else {
                 continue;
             };
             let pick =
@@ -69,19 +70,21 @@ pub fn build(
             let vs_ceiling = scenario.ceiling().map(|ceiling| {
                 let ratios: Vec<f64> = runs
                     .iter()
-                    .filter_map(|s| find(ceiling, conns, s.run).map(|c| s.rps / c.rps))
+                    .filter_map(|s| find(ceiling, delay, conns, s.run).map(|c| s.rps / c.rps))
                     .collect();
                 json!({ "ceiling": ceiling.key(), "throughput_ratio": spread(&ratios) })
             });
             loads.push(json!({
                 "load": scenario.key(),
                 "label": scenario.label().trim(),
+                "database_reply_delay_ms": delay,
                 "connections": conns,
                 "requests_per_second": pick(|s| s.rps),
                 "p50_ms": pick(|s| s.p50_ms),
                 "p99_ms": pick(|s| s.p99_ms),
                 "p999_ms": pick(|s| s.p999_ms),
                 "service_cpu_us_per_request": pick(|s| s.service_cpu_us.unwrap_or(f64::NAN)),
+                "client_cpu_us_per_request": pick(|s| s.client_cpu_us.unwrap_or(f64::NAN)),
                 "database_cpu_us_per_request": pick(|s| s.db_cpu_us),
                 "errors": runs.iter().map(|s| s.errors).sum::<u64>(),
                 "vs_ceiling": vs_ceiling,
@@ -94,27 +97,31 @@ pub fn build(
                     "p99_ms": round(s.p99_ms),
                     "p999_ms": round(s.p999_ms),
                     "service_cpu_us_per_request": s.service_cpu_us.map(round),
+                    "client_cpu_us_per_request": s.client_cpu_us.map(round),
                     "database_cpu_us_per_request": round(s.db_cpu_us),
                 })).collect::<Vec<_>>(),
             }));
         }
     }
-    let original: Vec<Value> = groups
-        .keys()
-        .map(|k| k.0)
-        .collect::<std::collections::BTreeSet<_>>()
-        .into_iter()
-        .map(|conns| {
+    let original: Vec<Value> = settings_seen
+        .iter()
+        .map(|&(delay, conns)| {
             let per_run = |a: Scenario, b: Scenario, f: fn(&Sample) -> f64| {
                 let ratios: Vec<f64> = samples
                     .iter()
-                    .filter(|s| s.scenario == a && s.conns == conns)
-                    .filter_map(|s| find(b, conns, s.run).map(|o| f(s) / f(o)))
+                    .filter(|s| s.scenario == a && s.delay_ms == delay && s.conns == conns)
+                    .filter_map(|s| find(b, delay, conns, s.run).map(|o| f(s) / f(o)))
                     .collect();
                 spread(&ratios)
             };
+            // A service's CPU per request, or a direct client's per operation.
+            let cpu = |s: &Sample| s.service_cpu_us.or(s.client_cpu_us).unwrap_or(f64::NAN);
             json!({
+                "database_reply_delay_ms": delay,
                 "connections": conns,
+                "status_cpu_over_original_read_cpu": per_run(Scenario::Status, Scenario::OriginalRead, cpu),
+                "status_cpu_over_floor_cpu": per_run(Scenario::Status, Scenario::FloorFind, cpu),
+                "revalidate_cpu_over_original_read_cpu": per_run(Scenario::Revalidate, Scenario::OriginalRead, cpu),
                 "one_update_over_original_throughput": per_run(Scenario::CeilingUpdate, Scenario::Original, |s| s.rps),
                 "original_over_one_update_p50": per_run(Scenario::Original, Scenario::CeilingUpdate, |s| s.p50_ms),
                 "service_push_over_original_throughput": per_run(Scenario::Push, Scenario::Original, |s| s.rps),
@@ -209,13 +216,34 @@ pub fn table(results: &Value) -> String {
         "{:<31} {:>3}  {:<22} {:>6} {:<20} {:>8} {:>7} {:>6}  {:<18}",
         "load", "c", "req/s", "p50 ms", "p99 ms", "p99.9 ms", "svc µs", "db µs", "÷ ceiling"
     );
-    let mut last_conns = 0;
+    let _ = writeln!(
+        out,
+        "(svc µs: CPU of the service process per request, from /proc; for a direct load, the direct client's own CPU per operation)"
+    );
+    let mut last = (u64::MAX, 0);
     for load in results["loads"].as_array().into_iter().flatten() {
         let conns = load["connections"].as_u64().unwrap_or(0) as usize;
-        if conns != last_conns && last_conns != 0 {
+        let delay = load["database_reply_delay_ms"].as_u64().unwrap_or(0);
+        if delay != last.0 {
+            let _ = writeln!(out);
+            let _ = writeln!(
+                out,
+                "database replies delayed {delay} ms{}:",
+                if delay == 0 {
+                    " (no proxy)"
+                } else {
+                    " (proxy)"
+                }
+            );
+        } else if conns != last.1 {
             let _ = writeln!(out);
         }
-        last_conns = conns;
+        last = (delay, conns);
+        let cpu = if load["service_cpu_us_per_request"].is_null() {
+            &load["client_cpu_us_per_request"]
+        } else {
+            &load["service_cpu_us_per_request"]
+        };
         let ratio = load["vs_ceiling"]
             .get("throughput_ratio")
             .map_or("".into(), |r| cell(r, 2));
@@ -229,7 +257,7 @@ pub fn table(results: &Value) -> String {
             median(&load["p50_ms"], 2),
             cell(&load["p99_ms"], 2),
             median(&load["p999_ms"], 2),
-            median(&load["service_cpu_us_per_request"], 0),
+            median(cpu, 0),
             median(&load["database_cpu_us_per_request"], 0),
             ratio,
             if errors > 0 {
@@ -240,7 +268,7 @@ pub fn table(results: &Value) -> String {
         );
     }
     let _ = writeln!(out);
-    let _ = writeln!(out, "original write pattern (find_one + update_one) vs one conditional update, direct client, run by run:");
+    let _ = writeln!(out, "against the original, run by run: trace-api's CPU per status read and per 304 ÷ the original's per status read; its write pattern (find_one + update_one) vs one conditional update, direct client:");
     for row in results["original_comparison"]
         .as_array()
         .into_iter()
@@ -248,8 +276,12 @@ pub fn table(results: &Value) -> String {
     {
         let _ = writeln!(
             out,
-            "  c={:<3} one update ÷ original, req/s {}; original ÷ one update, p50 {}; trace-writer push ÷ original, req/s {}",
+            "  {} ms c={:<3} CPU status ÷ original read {}, 304 ÷ original read {}, status ÷ floor {}; one update ÷ original, req/s {}; original ÷ one update, p50 {}; trace-writer push ÷ original, req/s {}",
+            row["database_reply_delay_ms"],
             row["connections"],
+            cell(&row["status_cpu_over_original_read_cpu"], 3),
+            cell(&row["revalidate_cpu_over_original_read_cpu"], 3),
+            cell(&row["status_cpu_over_floor_cpu"], 2),
             cell(&row["one_update_over_original_throughput"], 2),
             cell(&row["original_over_one_update_p50"], 2),
             cell(&row["service_push_over_original_throughput"], 2)

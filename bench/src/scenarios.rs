@@ -14,7 +14,7 @@ use crate::data;
 use crate::direct::{self, DirectOp, Inputs};
 use crate::procstat;
 use crate::services::{function_command, http_status, Process};
-use crate::setup::{now_ms, write_lines, Bench, Functions, WriteStrategy, DATABASE};
+use crate::setup::{now_ms, write_lines, Bench, Endpoint, Functions, WriteStrategy, DATABASE};
 use job_trace_tests::{free_port, project_root};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -25,16 +25,23 @@ pub enum Scenario {
     Push,
     PushCas,
     CeilingFind,
+    /// `findOne` from a client on one thread, as the functions run: the floor of CPU any
+    /// service pays per read with this driver, whatever it does around it.
+    FloorFind,
     CeilingList,
     CeilingUpdate,
     Original,
+    /// The original's status read (`bench/original_read.py`), measured as trace-api is.
+    OriginalRead,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 9] = [
+    pub const ALL: [Scenario; 11] = [
         Scenario::Status,
         Scenario::CeilingFind,
+        Scenario::FloorFind,
         Scenario::Revalidate,
+        Scenario::OriginalRead,
         Scenario::User,
         Scenario::CeilingList,
         Scenario::Push,
@@ -51,9 +58,11 @@ impl Scenario {
             Scenario::Push => "writer_push",
             Scenario::PushCas => "writer_push_cas",
             Scenario::CeilingFind => "direct_find_one",
+            Scenario::FloorFind => "direct_find_one_single_thread",
             Scenario::CeilingList => "direct_user_aggregate",
             Scenario::CeilingUpdate => "direct_conditional_update",
             Scenario::Original => "direct_original_find_then_update",
+            Scenario::OriginalRead => "original_status_read",
         }
     }
 
@@ -65,16 +74,20 @@ impl Scenario {
             Scenario::Push => "trace-writer push",
             Scenario::PushCas => "trace-writer push (cas)",
             Scenario::CeilingFind => "  direct findOne (ceiling)",
+            Scenario::FloorFind => "  direct findOne, 1 thread (floor)",
             Scenario::CeilingList => "  direct aggregate (ceiling)",
             Scenario::CeilingUpdate => "  direct cond. update (ceiling)",
             Scenario::Original => "  original find+update",
+            Scenario::OriginalRead => "  original status read (Python)",
         }
     }
 
     /// What the database alone does for the same load.
     pub fn ceiling(self) -> Option<Scenario> {
         match self {
-            Scenario::Status | Scenario::Revalidate => Some(Scenario::CeilingFind),
+            Scenario::Status | Scenario::Revalidate | Scenario::OriginalRead => {
+                Some(Scenario::CeilingFind)
+            }
             Scenario::User => Some(Scenario::CeilingList),
             Scenario::Push | Scenario::PushCas | Scenario::Original => {
                 Some(Scenario::CeilingUpdate)
@@ -85,12 +98,18 @@ impl Scenario {
 
     pub fn direct(self) -> Option<DirectOp> {
         match self {
-            Scenario::CeilingFind => Some(DirectOp::Find),
+            Scenario::CeilingFind | Scenario::FloorFind => Some(DirectOp::Find),
             Scenario::CeilingList => Some(DirectOp::List),
             Scenario::CeilingUpdate => Some(DirectOp::Update),
             Scenario::Original => Some(DirectOp::Original),
             _ => None,
         }
+    }
+
+    /// Whether its database commands are counted: the original's read path is not ours,
+    /// and it and the floor send what a status read and the ceiling send.
+    pub fn counted(self) -> bool {
+        !matches!(self, Scenario::OriginalRead | Scenario::FloorFind)
     }
 
     pub fn writes(self) -> bool {
@@ -156,6 +175,7 @@ impl Scenario {
 #[derive(Clone, Debug)]
 pub struct Sample {
     pub scenario: Scenario,
+    pub delay_ms: u64,
     pub conns: usize,
     pub run: usize,
     pub requests: u64,
@@ -165,6 +185,9 @@ pub struct Sample {
     pub p99_ms: f64,
     pub p999_ms: f64,
     pub service_cpu_us: Option<f64>,
+    /// The direct client's own CPU per operation: the floor any service pays for talking
+    /// to the database, whatever it does around it.
+    pub client_cpu_us: Option<f64>,
     pub db_cpu_us: f64,
 }
 
@@ -237,6 +260,7 @@ impl Bench {
         conns: usize,
         duration: Duration,
         functions: &Functions,
+        endpoint: &Endpoint,
     ) -> Sample {
         let mut lines = usize::MAX;
         let (mode, file, port, pid) = match scenario {
@@ -257,6 +281,12 @@ impl Bench {
                 self.etags_file.clone(),
                 functions.api_port,
                 functions.api.pid(),
+            ),
+            Scenario::OriginalRead => (
+                "status",
+                self.ids_file.clone(),
+                endpoint.original_read.1,
+                endpoint.original_read.0.pid(),
             ),
             Scenario::Push | Scenario::PushCas => {
                 let stream = self.fresh_push_stream(duration, false);
@@ -316,6 +346,7 @@ impl Bench {
         }
         Sample {
             scenario,
+            delay_ms: endpoint.delay_ms,
             conns,
             run: 0,
             requests,
@@ -325,11 +356,18 @@ impl Bench {
             p99_ms: number("p99_us") / 1000.0,
             p999_ms: number("p999_us") / 1000.0,
             service_cpu_us: Some(svc_cpu / requests.max(1) as f64),
+            client_cpu_us: None,
             db_cpu_us: db_cpu / requests.max(1) as f64,
         }
     }
 
-    fn run_direct(&mut self, scenario: Scenario, conns: usize, duration: Duration) -> Sample {
+    fn run_direct(
+        &mut self,
+        scenario: Scenario,
+        conns: usize,
+        duration: Duration,
+        endpoint: &Endpoint,
+    ) -> Sample {
         let op = scenario.direct().expect("a direct load");
         let changes = if scenario.writes() {
             self.fresh_push_stream(duration, true)
@@ -344,22 +382,32 @@ impl Bench {
             users: self.users.clone(),
             changes: Arc::new(changes),
         });
+        // The bench's own process is the direct client: the proxy and wrk run apart.
+        let me = std::process::id();
+        let client_before = procstat::cpu_micros(me).unwrap_or(0.0);
         let db_before = procstat::cpu_micros(self.db.pid()).unwrap_or(0.0);
-        let outcome = self.rt.block_on(direct::run(
+        let (rt, traces) = if scenario == Scenario::FloorFind {
+            (&self.single, &endpoint.floor_traces)
+        } else {
+            (&self.rt, &endpoint.traces)
+        };
+        let outcome = rt.block_on(direct::run(
             op,
-            self.traces.clone(),
-            self.original.clone(),
+            traces.clone(),
+            endpoint.original.clone(),
             inputs,
             conns,
             duration,
         ));
         let db_cpu = procstat::cpu_micros(self.db.pid()).unwrap_or(0.0) - db_before;
+        let client_cpu = procstat::cpu_micros(me).unwrap_or(0.0) - client_before;
         let rps = outcome.requests as f64 / outcome.elapsed.as_secs_f64();
         if scenario.writes() {
             self.push_rate[1] = self.push_rate[1].max(rps);
         }
         Sample {
             scenario,
+            delay_ms: endpoint.delay_ms,
             conns,
             run: 0,
             requests: outcome.requests,
@@ -369,6 +417,7 @@ impl Bench {
             p99_ms: direct::percentile_ms(&outcome.latencies, 99.0),
             p999_ms: direct::percentile_ms(&outcome.latencies, 99.9),
             service_cpu_us: None,
+            client_cpu_us: Some(client_cpu / outcome.requests.max(1) as f64),
             db_cpu_us: db_cpu / outcome.requests.max(1) as f64,
         }
     }
@@ -379,11 +428,12 @@ impl Bench {
         conns: usize,
         duration: Duration,
         functions: &Functions,
+        endpoint: &Endpoint,
     ) -> Sample {
         if scenario.direct().is_some() {
-            self.run_direct(scenario, conns, duration)
+            self.run_direct(scenario, conns, duration, endpoint)
         } else {
-            self.run_wrk(scenario, conns, duration, functions)
+            self.run_wrk(scenario, conns, duration, functions, endpoint)
         }
     }
 }
@@ -438,10 +488,23 @@ impl Bench {
     /// Every load at every connection count, `runs` times, after one unmeasured warm-up
     /// of each (pages, pools, allocator); with the largest VmRSS each function showed
     /// between loads.
-    pub fn measure(&mut self, functions: &Functions) -> (Vec<Sample>, BTreeMap<&'static str, f64>) {
+    pub fn measure(
+        &mut self,
+        functions: &Functions,
+        endpoint: &Endpoint,
+    ) -> (Vec<Sample>, BTreeMap<&'static str, f64>) {
         let warmup = self.settings.warmup;
-        for scenario in Scenario::ALL {
-            self.run(scenario, 8, warmup, functions);
+        // `BENCH_LOADS=api_status,original_status_read`: only those loads, for development.
+        let only = std::env::var("BENCH_LOADS").ok();
+        let loads: Vec<Scenario> = Scenario::ALL
+            .into_iter()
+            .filter(|s| {
+                only.as_deref()
+                    .is_none_or(|o| o.split(',').any(|k| k == s.key()))
+            })
+            .collect();
+        for &scenario in &loads {
+            self.run(scenario, 8, warmup, functions, endpoint);
         }
         let mut samples = Vec::new();
         let mut peak_rss: BTreeMap<&'static str, f64> = BTreeMap::new();
@@ -451,16 +514,19 @@ impl Bench {
         // cores lands on a service and its ceiling alike, and their ratio stays fair.
         for run in 0..self.settings.runs {
             for &c in &conns {
-                for scenario in Scenario::ALL {
-                    let mut sample = self.run(scenario, c, self.settings.duration, functions);
+                for &scenario in &loads {
+                    let mut sample =
+                        self.run(scenario, c, self.settings.duration, functions, endpoint);
                     sample.run = run;
                     eprintln!(
-                        "bench: run {} c={c:<3} {:<34} {:>9.0} req/s  p50 {:>7.2} ms  p99 {:>7.2} ms{}",
+                        "bench: {} ms run {} c={c:<3} {:<34} {:>9.0} req/s  p50 {:>7.2} ms  p99 {:>7.2} ms  cpu {:>5.0} µs{}",
+                        endpoint.delay_ms,
                         run + 1,
                         scenario.label().trim(),
                         sample.rps,
                         sample.p50_ms,
                         sample.p99_ms,
+                        sample.service_cpu_us.or(sample.client_cpu_us).unwrap_or(f64::NAN),
                         if sample.errors > 0 {
                             format!("  ERRORS {}", sample.errors)
                         } else {

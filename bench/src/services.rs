@@ -104,5 +104,9 @@ pub fn function_command(binary: &Path, port: u16, mongo_uri: &str, database: &st
         .env("MONGO_DATABASE", database)
         .env("PUSH_AUTH", "none")
         .env("RUST_LOG", "info");
+    // The runtime's own knob, passed on to compare worker counts with the same bench.
+    if let Some(workers) = std::env::var_os("TOKIO_WORKER_THREADS") {
+        command.env("TOKIO_WORKER_THREADS", workers);
+    }
     command
 }

@@ -33,6 +33,8 @@ pub struct Settings {
     pub duration: Duration,
     pub warmup: Duration,
     pub conns: Vec<usize>,
+    /// Milliseconds every database reply is held back by the proxy (0: no proxy).
+    pub delays_ms: Vec<u64>,
     pub users: usize,
     pub jobs_per_user: usize,
     pub cold_starts: usize,
@@ -48,23 +50,26 @@ impl Settings {
                 .and_then(|v| v.trim().parse().ok())
                 .unwrap_or(default)
         };
-        let conns = std::env::var("BENCH_CONNS")
-            .ok()
-            .map(|v| {
-                v.split(',')
-                    .filter_map(|c| c.trim().parse().ok())
-                    .collect::<Vec<usize>>()
-            })
-            .filter(|c| !c.is_empty())
-            .unwrap_or_else(|| vec![1, 8, 32]);
+        fn list<T: std::str::FromStr>(name: &str, default: Vec<T>) -> Vec<T> {
+            std::env::var(name)
+                .ok()
+                .map(|v| v.split(',').filter_map(|c| c.trim().parse().ok()).collect())
+                .filter(|c: &Vec<T>| !c.is_empty())
+                .unwrap_or(default)
+        }
+        let conns = list("BENCH_CONNS", vec![1, 8, 32]);
+        let delays_ms = list("BENCH_DELAYS_MS", vec![0, 2]);
         Settings {
             quick,
             runs: number("BENCH_RUNS", if quick { 1 } else { 3 }).max(1),
+            // 6 s: at 1 connection behind the 2 ms proxy that is still ~2,000 requests a
+            // run, and both delays fit in about half an hour.
             duration: Duration::from_secs(
-                number("BENCH_SECONDS", if quick { 2 } else { 10 }).max(1) as u64,
+                number("BENCH_SECONDS", if quick { 2 } else { 6 }).max(1) as u64,
             ),
             warmup: Duration::from_secs(if quick { 1 } else { 3 }),
             conns,
+            delays_ms,
             users: number("BENCH_USERS", if quick { 100 } else { 1_000 }).max(1),
             jobs_per_user: 50,
             cold_starts: if quick { 5 } else { 20 },
@@ -78,11 +83,11 @@ pub struct Bench {
     pub bins: Binaries,
     pub work: PathBuf,
     pub rt: tokio::runtime::Runtime,
+    /// The floor's client runs here: one thread, as the functions' runtime.
+    pub single: tokio::runtime::Runtime,
     pub rng: StdRng,
     pub db: Process,
     pub db_uri: String,
-    pub traces: Collection<Document>,
-    pub original: Collection<Document>,
     pub ids: Arc<Vec<String>>,
     pub users: Arc<Vec<String>>,
     pub ids_file: PathBuf,
@@ -331,6 +336,91 @@ pub fn start_functions(bins: &Binaries, work: &Path, mongo_uri: &str, tag: &str)
     }
 }
 
+/// Where one delay's loads reach the database: straight (0 ms) or through the delaying
+/// proxy, with the functions, the original's read path and the direct client all on it.
+pub struct Endpoint {
+    pub delay_ms: u64,
+    pub uri: String,
+    pub traces: Collection<Document>,
+    pub original: Collection<Document>,
+    /// The traces through a client of the single-thread runtime (its pool and monitors
+    /// live there, so that no wake-up crosses threads).
+    pub floor_traces: Collection<Document>,
+    /// `bench/original_read.py` on this endpoint, and its port.
+    pub original_read: (Process, u16),
+    _proxy: Option<Process>,
+}
+
+impl Bench {
+    /// The endpoint for `delay_ms`; the proxy runs as a process of its own (see
+    /// `proxy::serve_as_process`).
+    pub fn endpoint(&self, delay_ms: u64) -> Endpoint {
+        let (uri, proxy) = if delay_ms == 0 {
+            (self.db_uri.clone(), None)
+        } else {
+            let port = free_port();
+            let mut command = Command::new(std::env::current_exe().expect("the bench binary"));
+            command.args([
+                "proxy".to_owned(),
+                self.db_port().to_string(),
+                delay_ms.to_string(),
+                port.to_string(),
+            ]);
+            let log = self.work.join(format!("proxy-{delay_ms}ms.log"));
+            let proxy = Process::spawn("the delaying proxy", command, &log, false);
+            assert!(
+                wait_for_port(port, Duration::from_secs(10)),
+                "the delaying proxy did not start; see {}",
+                log.display()
+            );
+            (
+                format!("mongodb://127.0.0.1:{port}/?directConnection=true"),
+                Some(proxy),
+            )
+        };
+        let client = |rt: &tokio::runtime::Runtime| {
+            rt.block_on(async {
+                let mut options = ClientOptions::parse(&uri).await.expect("database uri");
+                options.max_pool_size = Some(64);
+                Client::with_options(options).expect("database client")
+            })
+        };
+        let database = client(&self.rt).database(DATABASE);
+        let floor = client(&self.single).database(DATABASE);
+        Endpoint {
+            delay_ms,
+            floor_traces: floor.collection(COLLECTION),
+            original_read: start_original_read(&self.work, &uri, delay_ms),
+            traces: database.collection(COLLECTION),
+            original: database.collection(ORIGINAL_COLLECTION),
+            uri,
+            _proxy: proxy,
+        }
+    }
+}
+
+/// The original's status read (`bench/original_read.py`) on the traces the API serves.
+fn start_original_read(work: &Path, mongo_uri: &str, delay_ms: u64) -> (Process, u16) {
+    let root = job_trace_tests::project_root();
+    job_trace_tests::ensure_venv();
+    let port = free_port();
+    let mut command = Command::new(root.join(".venv/bin/python"));
+    command.arg(root.join("bench/original_read.py")).args([
+        port.to_string(),
+        mongo_uri.to_owned(),
+        DATABASE.to_owned(),
+        COLLECTION.to_owned(),
+    ]);
+    let log = work.join(format!("original-read-{delay_ms}ms.log"));
+    let process = Process::spawn("the original's read path", command, &log, false);
+    assert!(
+        wait_for_port(port, Duration::from_secs(30)),
+        "bench/original_read.py did not start; see {}",
+        log.display()
+    );
+    (process, port)
+}
+
 impl Bench {
     pub fn db_port(&self) -> u16 {
         self.db_uri
@@ -401,7 +491,7 @@ impl Bench {
                 .unwrap_or(20260501),
         );
 
-        let (client, store) = rt.block_on(async {
+        let store = rt.block_on(async {
             let mut options = ClientOptions::parse(&db_uri).await.expect("database uri");
             options.max_pool_size = Some(64);
             let client = Client::with_options(options).expect("database client");
@@ -428,7 +518,7 @@ impl Bench {
                 .ensure_indexes()
                 .await
                 .expect("original's index set");
-            (client, store)
+            store
         });
         eprintln!("bench: loading the data set through the store");
         let (ids, users, loaded_pushes, load_time) = rt.block_on(load_data_set(
@@ -443,10 +533,6 @@ impl Bench {
             load_time.as_secs_f64()
         );
 
-        let traces = client.database(DATABASE).collection::<Document>(COLLECTION);
-        let original = client
-            .database(DATABASE)
-            .collection::<Document>(ORIGINAL_COLLECTION);
         let ids_file = work.join("ids.txt");
         let users_file = work.join("users.txt");
         let etags_file = work.join("etags.txt");
@@ -458,11 +544,13 @@ impl Bench {
             bins,
             work: work.to_owned(),
             rt,
+            single: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("single-thread runtime"),
             rng,
             db,
             db_uri: db_uri.clone(),
-            traces,
-            original,
             ids: Arc::new(ids),
             users: Arc::new(users),
             ids_file,
@@ -567,6 +655,8 @@ impl Bench {
             "runs": settings.runs,
             "seconds_per_run": settings.duration.as_secs(),
             "connections": settings.conns,
+            "database_reply_delays_ms": settings.delays_ms,
+            "delay": "the proxy holds every database reply back by the delay (once per round trip; tokio's 1 ms timer makes 2 ms 2–3 ms); 0 ms: no proxy",
             "users": settings.users,
             "jobs_per_user": settings.jobs_per_user,
             "loaded_jobs": self.ids.len(),

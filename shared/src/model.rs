@@ -4,7 +4,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use bson::oid::ObjectId;
-use chrono::SecondsFormat;
+use chrono::{Datelike, SecondsFormat, Timelike};
 use serde::{Deserialize, Serialize};
 
 /// Where a job stands.
@@ -229,10 +229,36 @@ pub struct PendingCompletion {
     pub noted_at: bson::DateTime,
 }
 
-/// RFC 3339, UTC, milliseconds, `Z`: `2023-06-01T12:34:56.789Z`.
+/// RFC 3339, UTC, milliseconds, `Z`: `2023-06-01T12:34:56.789Z`. Written digit by digit:
+/// a list page renders some 200 of these, and chrono's formatter cost ten times as much.
 pub fn render_time(time: bson::DateTime) -> String {
-    time.to_chrono()
-        .to_rfc3339_opts(SecondsFormat::Millis, true)
+    let time = time.to_chrono();
+    let year = time.year();
+    if !(0..=9999).contains(&year) {
+        // Outside four digits RFC 3339 has no form; chrono's is what was always written.
+        return time.to_rfc3339_opts(SecondsFormat::Millis, true);
+    }
+    fn digits(out: &mut String, value: u32, width: u32) {
+        for place in (0..width).rev() {
+            out.push(char::from(b'0' + (value / 10u32.pow(place) % 10) as u8));
+        }
+    }
+    let mut out = String::with_capacity(24);
+    digits(&mut out, year as u32, 4);
+    out.push('-');
+    digits(&mut out, time.month(), 2);
+    out.push('-');
+    digits(&mut out, time.day(), 2);
+    out.push('T');
+    digits(&mut out, time.hour(), 2);
+    out.push(':');
+    digits(&mut out, time.minute(), 2);
+    out.push(':');
+    digits(&mut out, time.second(), 2);
+    out.push('.');
+    digits(&mut out, time.timestamp_subsec_millis().min(999), 3);
+    out.push('Z');
+    out
 }
 
 fn render_optional_time(time: Option<bson::DateTime>) -> Option<String> {
@@ -395,5 +421,14 @@ mod tests {
             render_time(bson::DateTime::from_millis(1_685_622_896_000)),
             "2023-06-01T12:34:56.000Z"
         );
+        // Digit by digit as chrono wrote them, across the range a trace can hold.
+        for millis in [0, 1, 999, 86_399_999, 951_782_400_007, 4_102_444_799_999] {
+            let time = bson::DateTime::from_millis(millis);
+            assert_eq!(
+                render_time(time),
+                time.to_chrono()
+                    .to_rfc3339_opts(SecondsFormat::Millis, true)
+            );
+        }
     }
 }

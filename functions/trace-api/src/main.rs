@@ -5,7 +5,9 @@ use trace_api::ApiConfig;
 
 const FUNCTION: &str = "trace-api";
 
-#[tokio::main]
+// One thread: a request here is mostly a wait for the database, and with a second worker
+// every wake-up crossed threads (futex, context switch); README "Performance" measures it.
+#[tokio::main(flavor = "current_thread")]
 async fn main() {
     let startup = startup(FUNCTION)
         .await

@@ -316,7 +316,10 @@ async fn receive(State(writer): State<Writer>, request: Request) -> Response {
         );
         return busy();
     };
-    let headers = request.headers().clone();
+    // The body extractor needs no headers: take them rather than copy them.
+    let (mut parts, body) = request.into_parts();
+    let headers = std::mem::take(&mut parts.headers);
+    let request = Request::from_parts(parts, body);
     let body = match Bytes::from_request(request, &()).await {
         Ok(body) => body,
         Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {

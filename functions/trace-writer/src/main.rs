@@ -5,7 +5,9 @@ use trace_writer::{PushAuth, WriterConfig};
 
 const FUNCTION: &str = "trace-writer";
 
-#[tokio::main]
+// One thread: a request here is mostly a wait for the database, and with a second worker
+// every wake-up crossed threads (futex, context switch); README "Performance" measures it.
+#[tokio::main(flavor = "current_thread")]
 async fn main() {
     job_trace::telemetry::init();
     let config =

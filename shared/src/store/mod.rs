@@ -295,10 +295,22 @@ impl TraceStore {
         }
     }
 
+    /// Decoded straight from the reply's bytes into the trace: going through a `Document`
+    /// first cost a second allocation of every field and a second decode.
     pub async fn get(&self, message_id: &MessageId) -> Result<Option<TraceDocument>, StoreError> {
         self.bounded(async {
-            let found = self.traces.find_one(Self::filter_of(message_id)).await?;
-            Ok(found.map(bson::from_document).transpose()?)
+            self.traces
+                .clone_with_type::<TraceDocument>()
+                .find_one(Self::filter_of(message_id))
+                .await
+                .map_err(|error| match error.kind.as_ref() {
+                    // Decoded by the driver now, but the same fault as before: the
+                    // document, not the database.
+                    mongodb::error::ErrorKind::BsonDeserialization(bad) => {
+                        StoreError::Corrupt(bad.clone())
+                    }
+                    _ => StoreError::Database(error),
+                })
         })
         .await
     }
