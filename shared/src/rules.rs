@@ -12,7 +12,10 @@ use crate::model::{HistoryEntry, JobStatus, JobType, StoredProgress, TraceDocume
 mod bounds;
 mod progress;
 
-pub use bounds::{bound_error, bound_result, MAX_RESULT_DEPTH};
+pub use bounds::{
+    bound_error, bound_result, storable_field_name, MAX_FIELD_NAME_BYTES, MAX_FIELD_PATH_BYTES,
+    MAX_RESULT_DEPTH,
+};
 pub(crate) use bounds::{cut_at_char, truncation_marker};
 use progress::apply_progress;
 pub use progress::NO_STATUS_YET;
@@ -59,6 +62,9 @@ pub struct Change {
     /// A progress report: then `key`, `status`, `error` and `result` mean nothing, since
     /// progress never changes a status ([`apply`] takes its own path).
     pub progress: Option<StoredProgress>,
+    /// Why `at` is not the time the message gave (an implausible `occurred_at` or
+    /// `publishTime` was replaced): shown in the history entry, never as the trace's error.
+    pub time_note: Option<String>,
 }
 
 impl Change {
@@ -76,6 +82,7 @@ impl Change {
             error: None,
             result: None,
             progress: None,
+            time_note: None,
         }
     }
 
@@ -100,6 +107,7 @@ impl Change {
             error: error.map(|text| bound_error(&text)),
             result: result.map(bound_result),
             progress: None,
+            time_note: None,
         }
     }
 
@@ -130,6 +138,7 @@ impl Change {
                 total,
                 note: note.map(|text| bound_error(&text)),
             }),
+            time_note: None,
         }
     }
 
@@ -149,16 +158,23 @@ impl Change {
             error: Some(bound_error(reason)),
             result: None,
             progress: None,
+            time_note: None,
         }
     }
 
+    /// The change as its history records it: the error, followed by the time note when
+    /// the message's own time was replaced.
     pub fn history_entry(&self) -> HistoryEntry {
+        let error = match (&self.error, &self.time_note) {
+            (Some(error), Some(note)) => Some(bound_error(&format!("{error} ({note})"))),
+            (error, note) => error.clone().or_else(|| note.as_deref().map(bound_error)),
+        };
         HistoryEntry {
             attempt: i64::from(self.key.attempt),
             rank: i32::from(self.key.rank),
             status: self.status,
             at: self.at,
-            error: self.error.clone(),
+            error,
         }
     }
 }
