@@ -22,6 +22,9 @@ pub struct UserJobs {
     total_count: u64,
     limit: u32,
     skip: u64,
+    /// Jobs of this page left out because their stored trace cannot be read (each is
+    /// logged as a server fault); 0 when the page is whole. Not in the seed's body.
+    omitted_count: u64,
 }
 
 fn parse(query: Option<&str>, id: RawId) -> Result<(UserQuery, bool), ApiError> {
@@ -66,6 +69,7 @@ async fn respond(call: Call, id: RawId) -> Result<Response, ApiError> {
         total_count: page.total_count,
         limit: query.limit,
         skip: query.skip,
+        omitted_count: page.omitted_count,
     };
     Ok((
         [(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"))],
