@@ -23,8 +23,15 @@ pub struct UserJobs {
     limit: u32,
     skip: u64,
     /// Jobs of this page left out because their stored trace cannot be read (each is
-    /// logged as a server fault); 0 when the page is whole. Not in the seed's body.
+    /// logged as a server fault). Only when some were: a whole page keeps the seed's body
+    /// exactly.
+    #[serde(skip_serializing_if = "is_zero")]
+    #[schema(required = false, minimum = 1)]
     omitted_count: u64,
+}
+
+fn is_zero(count: &u64) -> bool {
+    *count == 0
 }
 
 fn parse(query: Option<&str>, id: RawId) -> Result<(UserQuery, bool), ApiError> {
