@@ -7,8 +7,11 @@
 //!
 //! Checked: decoding never panics; a built envelope is always a push; every decoded
 //! change or rejection is bounded and consistent; a well-formed event decodes to exactly
-//! the change the rules expect; and for each job the reducer's trace is bounded, renders
-//! as JSON and BSON, is unchanged by a redelivery, and is the same in two arrival orders.
+//! the change the rules expect (its time kept or replaced as DESIGN.md's plausibility
+//! windows say, for any RFC 3339 time of years 0000..9999); and for each job the
+//! reducer's trace is bounded, satisfies Firestore's documented limits (the tests'
+//! checker, `tests/src/firestore_limits.rs`), renders as JSON and BSON, is unchanged by a
+//! redelivery, and is the same in two arrival orders.
 
 #![no_main]
 
@@ -26,6 +29,11 @@ use job_trace::rules::{
 };
 use libfuzzer_sys::fuzz_target;
 use serde_json::{json, Map, Value};
+
+/// The checker the store's property tests use, included as it is (it needs only `bson`).
+#[path = "../../tests/src/firestore_limits.rs"]
+#[allow(dead_code)]
+mod firestore_limits;
 
 const NOW_MILLIS: i64 = 1_900_000_000_000;
 const BASE_MILLIS: i64 = 1_785_000_000_000;
@@ -71,6 +79,9 @@ impl Text {
 enum Time {
     /// Seconds after a base time, rendered as RFC 3339 (with an offset now and then).
     Valid(u32, bool),
+    /// Any RFC 3339 time: year, month, day, hour, minute, second (60: a leap second),
+    /// nanoseconds, and an offset in minutes (none: `Z`).
+    Rfc(u16, u8, u8, u8, u8, u8, Option<u32>, Option<i16>),
     Any(String),
 }
 
@@ -89,17 +100,69 @@ impl Time {
                     render_time(bson::DateTime::from_chrono(time))
                 }
             }
+            Time::Rfc(year, month, day, hour, minute, second, nanos, offset) => {
+                let fraction = nanos.map_or(String::new(), |n| format!(".{:09}", n % 1_000_000_000));
+                let offset = offset.map_or("Z".to_owned(), |minutes| {
+                    let minutes = i32::from(minutes % (24 * 60));
+                    let sign = if minutes < 0 { '-' } else { '+' };
+                    format!("{sign}{:02}:{:02}", minutes.abs() / 60, minutes.abs() % 60)
+                });
+                format!(
+                    "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}{fraction}{offset}",
+                    year % 10_000,
+                    month % 13,
+                    day % 32,
+                    hour % 24,
+                    minute % 60,
+                    second % 61
+                )
+            }
             Time::Any(text) => text.clone(),
         }
     }
 
-    fn millis(&self) -> Option<i64> {
+    /// The time as the RFC 3339 parser reads it; `None` for a fuzzed string, which might
+    /// parse or not.
+    fn millis(&self) -> Option<Option<i64>> {
         match self {
-            Time::Valid(seconds, _) => Some(
+            Time::Valid(seconds, _) => Some(Some(
                 BASE_MILLIS + i64::from(*seconds % 864_000) * 1000 + i64::from(*seconds % 1000),
+            )),
+            Time::Rfc(..) => Some(
+                chrono::DateTime::parse_from_rfc3339(&self.render())
+                    .ok()
+                    .map(|time| time.timestamp_millis()),
             ),
             Time::Any(_) => None,
         }
+    }
+}
+
+/// DESIGN.md's plausibility windows, restated: times from 2000-01-01 up to (not
+/// including) 9999-01-01; a publishTime at most a day after its receipt; an occurred_at
+/// from 7 days before to a day after its publishTime.
+const EARLIEST_MILLIS: i64 = 946_684_800_000;
+const LATEST_MILLIS: i64 = 253_370_764_800_000;
+const DAY_MILLIS: i64 = 86_400_000;
+
+fn inside(millis: i64, low: i64, high: i64) -> bool {
+    (low.max(EARLIEST_MILLIS)..=high.min(LATEST_MILLIS)).contains(&millis)
+}
+
+/// The time a message is recorded at from its publish time (`None`: it has none).
+fn recorded_at(published: Option<i64>, now: i64) -> i64 {
+    let received = now.clamp(EARLIEST_MILLIS, LATEST_MILLIS);
+    match published {
+        Some(published) if inside(published, i64::MIN, received + DAY_MILLIS) => published,
+        _ => received,
+    }
+}
+
+/// The time an event is recorded at from its occurred_at (`None`: it has none).
+fn event_recorded_at(occurred: Option<i64>, at: i64) -> i64 {
+    match occurred {
+        Some(occurred) if inside(occurred, at - 7 * DAY_MILLIS, at + DAY_MILLIS) => occurred,
+        _ => at,
     }
 }
 
@@ -265,7 +328,11 @@ fn expected_event(
     };
     let at = match &event.occurred_at {
         None => at,
-        Some(time) => bson::DateTime::from_millis(time.millis()?),
+        // An occurred_at that does not parse rejects the event: not well-formed.
+        Some(time) => bson::DateTime::from_millis(event_recorded_at(
+            Some(time.millis()??),
+            at.timestamp_millis(),
+        )),
     };
     if event.error.is_some() || event.result.is_some() || !valid_id(&id) {
         return None;
@@ -425,6 +492,15 @@ fn headers(push: &PushInput) -> (HeaderMap, bool, bool) {
 }
 
 fn check_change(change: &Change) {
+    assert!(
+        inside(change.at.timestamp_millis(), i64::MIN, i64::MAX),
+        "recorded at {}",
+        change.at
+    );
+    if let Some(note) = &change.time_note {
+        assert!(note.contains("implausible"), "{note}");
+        assert!(change.history_entry().error.unwrap().contains(note.as_str()));
+    }
     assert!(MessageId::parse(change.message_id.as_str()).is_ok());
     assert!(valid_id(change.message_id.as_str()));
     assert_eq!(change.key.rank, change.status.rank());
@@ -513,7 +589,10 @@ fn check_trace(doc: &TraceDocument, changes: &[Change]) {
         assert_eq!(value["message_id"], json!(doc.message_id));
         assert_eq!(value["status"], json!(doc.status.as_str()));
     }
-    bson::to_document(doc).expect("the trace encodes as BSON");
+    let stored = bson::to_document(doc).expect("the trace encodes as BSON");
+    let broken = firestore_limits::violations(&stored);
+    assert!(broken.is_empty(), "{broken:?}");
+    doc.renderable().expect("every time renders");
 }
 
 fuzz_target!(|input: Input| {
@@ -546,11 +625,14 @@ fuzz_target!(|input: Input| {
         {
             // The decoder's time: publishTime, else a binary CloudEvent's `ce-time`, else
             // now. A fuzzed string might parse as a time too; then the time is unknown.
-            let at = match (publish_time, &push.ce_time) {
-                (Some(time), _) => time.millis().map(bson::DateTime::from_millis),
-                (None, Some(time)) if binary => time.millis().map(bson::DateTime::from_millis),
-                _ => Some(now),
+            let published = match (publish_time, &push.ce_time) {
+                (Some(time), _) => time.millis(),
+                (None, Some(time)) if binary => time.millis(),
+                _ => Some(None),
             };
+            let at = published.map(|published| {
+                bson::DateTime::from_millis(recorded_at(published, now.timestamp_millis()))
+            });
             if let Some((id, status, attempt, at)) = at.and_then(|at| expected_event(event, at)) {
                 match &push_decoded.outcome {
                     Outcome::Record(change) => {

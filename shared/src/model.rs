@@ -327,7 +327,40 @@ pub struct HistoryView {
     pub error: Option<String>,
 }
 
+/// The years an RFC 3339 time can show (four digits) and Firestore can store.
+const RENDERABLE_YEARS: std::ops::RangeInclusive<i32> = 1..=9999;
+
 impl TraceDocument {
+    /// Every time the document holds, with the field it is in.
+    fn times(&self) -> impl Iterator<Item = (&'static str, bson::DateTime)> + '_ {
+        let fields = [
+            ("created_at", self.created_at),
+            ("updated_at", self.updated_at),
+            ("started_at", self.started_at),
+            ("completed_at", self.completed_at),
+            ("expire_at", self.expire_at),
+            ("progress.at", self.progress.as_ref().map(|p| p.at)),
+        ];
+        fields
+            .into_iter()
+            .filter_map(|(field, time)| Some((field, time?)))
+            .chain(self.history.iter().map(|entry| ("history.at", entry.at)))
+    }
+
+    /// Whether [`TraceDocument::view`] can render every time as RFC 3339: a stored date
+    /// outside years 1..=9999 (no trace the rules write holds one) cannot.
+    pub fn renderable(&self) -> Result<(), String> {
+        match self.times().find(|(_, time)| {
+            !RENDERABLE_YEARS.contains(&chrono::Datelike::year(&time.to_chrono()))
+        }) {
+            None => Ok(()),
+            Some((field, time)) => Err(format!(
+                "{field} is {} ms since the epoch, outside years 1..=9999",
+                time.timestamp_millis()
+            )),
+        }
+    }
+
     /// Renders the seed's JSON; `with_details` adds job type, attempt, expiry and history.
     pub fn view(&self, with_details: bool) -> TraceView {
         TraceView {

@@ -161,6 +161,72 @@ fn parse_time(raw: &str) -> Option<bson::DateTime> {
         .map(|time| bson::DateTime::from_chrono(time.with_timezone(&chrono::Utc)))
 }
 
+const HOUR_MILLIS: i64 = 60 * 60 * 1000;
+const DAY_MILLIS: i64 = 24 * HOUR_MILLIS;
+/// No message is dated before 2000-01-01T00:00:00Z: Pub/Sub and this system are younger,
+/// and a clock reset to its epoch (1970) says nothing about when a job ran.
+pub const EARLIEST_TIME: bson::DateTime = bson::DateTime::from_millis(946_684_800_000);
+/// No message is dated from 9999-01-01T00:00:00Z on: every time a trace derives from a
+/// message's (`expire_at` is 7 days later) then stays inside the dates BSON, the server's
+/// date arithmetic and Firestore (up to 9999-12-31T23:59:59Z) all hold.
+pub const LATEST_TIME: bson::DateTime = bson::DateTime::from_millis(253_370_764_800_000);
+/// How far a `publishTime` may lie after the push's receipt (the two clocks differ).
+pub const MAX_PUBLISH_AHEAD_MILLIS: i64 = DAY_MILLIS;
+/// How far an `occurred_at` may lie after its message's `publishTime`: a worker stamps
+/// the event before it publishes it, so only its clock's error counts.
+pub const MAX_OCCURRED_AHEAD_MILLIS: i64 = DAY_MILLIS;
+/// How far an `occurred_at` may lie before its message's `publishTime`: a trace created
+/// earlier would already be past its own expiry (`created_at` + 7 d) when recorded.
+pub const MAX_OCCURRED_BEHIND_MILLIS: i64 = crate::indexes::CREATED_TTL_SECONDS as i64 * 1000;
+
+/// `time` moved into `[EARLIEST_TIME, LATEST_TIME]`: the receive clock of a real
+/// instance is always inside; a test's or a fuzzer's may not be.
+fn within_range(time: bson::DateTime) -> bson::DateTime {
+    time.clamp(EARLIEST_TIME, LATEST_TIME)
+}
+
+/// Whether `time` lies in `[low, high]`, both cut to the range every stored time keeps.
+fn plausible(time: bson::DateTime, low: i64, high: i64) -> bool {
+    let low = low.max(EARLIEST_TIME.timestamp_millis());
+    let high = high.min(LATEST_TIME.timestamp_millis());
+    (low..=high).contains(&time.timestamp_millis())
+}
+
+/// A message time that was not used, and why: kept in the trace's history entry.
+fn replaced_time(field: &str, raw: &str, reference: &str, used: bson::DateTime) -> String {
+    let note = format!(
+        "{field} {raw:?} is implausible (outside the window around {reference}); recorded at {reference} {}",
+        crate::model::render_time(used)
+    );
+    tracing::warn!(field, raw, used = %crate::model::render_time(used), "implausible message time replaced");
+    note
+}
+
+/// The time a message is recorded at, from its `publishTime` (or `ce-time`) and the
+/// receive time: the first when plausible, else the second with a note saying why.
+fn publish_time_of(
+    raw: Option<&str>,
+    received: bson::DateTime,
+) -> (Option<bson::DateTime>, bson::DateTime, Option<String>) {
+    let received = within_range(received);
+    let Some(raw) = raw else {
+        return (None, received, None);
+    };
+    let Some(published) = parse_time(raw) else {
+        return (None, received, None);
+    };
+    let latest = received
+        .timestamp_millis()
+        .saturating_add(MAX_PUBLISH_AHEAD_MILLIS);
+    if plausible(published, i64::MIN, latest) {
+        (Some(published), published, None)
+    } else {
+        let raw = cut_for_log(raw);
+        let note = replaced_time("publishTime", &raw, "the receive time", received);
+        (Some(published), received, Some(note))
+    }
+}
+
 /// The member `name` read as a `T`, when it is one.
 fn member<'a, T: Deserialize<'a>>(object: &RawObject<'a>, name: &str) -> Option<T> {
     let raw: &'a RawValue = object.get(name)?;
@@ -186,7 +252,8 @@ fn string_field(object: &RawObject<'_>, names: &[&str]) -> Option<String> {
         .map(|text| text.0.into_owned())
 }
 
-fn cut_for_log(raw: &str) -> String {
+/// `raw` cut to what a log line keeps of a value from outside.
+pub(crate) fn cut_for_log(raw: &str) -> String {
     crate::rules::cut_at_char(raw, MAX_LOGGED_BYTES).to_owned()
 }
 
@@ -197,7 +264,8 @@ fn checked(json: &[u8]) -> Result<&RawValue, serde_json::Error> {
     serde_json::from_slice(json)
 }
 
-/// Decodes one push request. `now` is used only for a message that carries no time at all.
+/// Decodes one push request received at `now`: the time of a message that carries none,
+/// or whose `publishTime` is implausible ([`MAX_PUBLISH_AHEAD_MILLIS`]).
 pub fn decode_push(
     headers: &HeaderMap,
     body: &[u8],
@@ -242,9 +310,8 @@ pub fn decode_push(
             Some(Value::Number(id)) => Some(id.to_string()),
             _ => ce_id,
         };
-    let publish_time = string_field(&message, &["publishTime", "publish_time"])
-        .or(ce_time)
-        .and_then(|raw| parse_time(&raw));
+    let raw_publish_time = string_field(&message, &["publishTime", "publish_time"]).or(ce_time);
+    let (publish_time, at, publish_note) = publish_time_of(raw_publish_time.as_deref(), now);
     let meta = PushMeta {
         pubsub_message_id: pubsub_message_id.as_deref().map(cut_for_log),
         publish_time,
@@ -259,15 +326,37 @@ pub fn decode_push(
     };
     let marked_event = member::<Map<String, Value>>(&message, "attributes")
         .is_some_and(|attributes| attributes.get("trace_event") == Some(&json!("status")));
-    let at = publish_time.unwrap_or(now);
-
     let outcome = decode_message(
         message.get("data").copied(),
         marked_event,
         pubsub_message_id.as_deref(),
         at,
     );
-    Ok(Push { meta, outcome })
+    Ok(Push {
+        meta,
+        outcome: with_time_note(outcome, publish_note),
+    })
+}
+
+/// Every change of `outcome` notes that its message's `publishTime` was replaced.
+fn with_time_note(outcome: Outcome, note: Option<String>) -> Outcome {
+    let Some(note) = note else {
+        return outcome;
+    };
+    let noted = |mut change: Change| {
+        change.time_note.get_or_insert(note.clone());
+        change
+    };
+    match outcome {
+        Outcome::Record(change) => Outcome::Record(noted(change)),
+        Outcome::Reject {
+            error,
+            failed_trace,
+        } => Outcome::Reject {
+            error,
+            failed_trace: failed_trace.map(noted),
+        },
+    }
 }
 
 fn decode_message(
@@ -393,12 +482,30 @@ fn event_attempt(payload: &RawObject<'_>) -> Result<u32, MessageError> {
     }
 }
 
-fn event_time(payload: &RawObject<'_>, at: bson::DateTime) -> Result<bson::DateTime, MessageError> {
-    match optional_string(payload, "occurred_at")? {
-        None => Ok(at),
-        Some(raw) => {
-            parse_time(&raw).ok_or_else(|| bad_field("occurred_at", "is not an RFC 3339 time"))
-        }
+/// The event's time: its `occurred_at` when that lies in the window around `at` (the
+/// message's publish time), else `at` with a note saying why.
+fn event_time(
+    payload: &RawObject<'_>,
+    at: bson::DateTime,
+) -> Result<(bson::DateTime, Option<String>), MessageError> {
+    let Some(raw) = optional_string(payload, "occurred_at")? else {
+        return Ok((at, None));
+    };
+    let occurred =
+        parse_time(&raw).ok_or_else(|| bad_field("occurred_at", "is not an RFC 3339 time"))?;
+    let at_millis = at.timestamp_millis();
+    if plausible(
+        occurred,
+        at_millis.saturating_sub(MAX_OCCURRED_BEHIND_MILLIS),
+        at_millis.saturating_add(MAX_OCCURRED_AHEAD_MILLIS),
+    ) {
+        Ok((occurred, None))
+    } else {
+        let raw = cut_for_log(&raw);
+        Ok((
+            at,
+            Some(replaced_time("occurred_at", &raw, "publishTime", at)),
+        ))
     }
 }
 
@@ -410,7 +517,8 @@ pub const PROGRESS_STATUS: &str = "progress";
 fn decode_progress(payload: &RawObject<'_>, at: bson::DateTime) -> Result<Change, MessageError> {
     let message_id = event_message_id(payload)?;
     let attempt = event_attempt(payload)?;
-    let occurred_at = event_time(payload, at)?;
+    // A progress report has no history entry: the replaced time is only logged.
+    let (occurred_at, _) = event_time(payload, at)?;
     let count = |field: &'static str| -> Result<i64, MessageError> {
         optional(payload, field)
             .ok_or_else(|| bad_field(field, "is missing"))?
@@ -453,7 +561,7 @@ fn decode_event(payload: &RawObject<'_>, at: bson::DateTime) -> Result<Change, M
         return Err(MessageError::QueuedEvent);
     }
     let attempt = event_attempt(payload)?;
-    let occurred_at = event_time(payload, at)?;
+    let (occurred_at, time_note) = event_time(payload, at)?;
     let error = match optional(payload, "error") {
         None => None,
         Some(Value::String(text)) => Some(text),
@@ -463,14 +571,9 @@ fn decode_event(payload: &RawObject<'_>, at: bson::DateTime) -> Result<Change, M
         Some(raw) if raw.get() != "null" => Some(read_result(raw)?),
         _ => None,
     };
-    Ok(Change::event(
-        message_id,
-        status,
-        attempt,
-        occurred_at,
-        error,
-        result,
-    ))
+    let mut change = Change::event(message_id, status, attempt, occurred_at, error, result);
+    change.time_note = time_note;
+    Ok(change)
 }
 
 fn decode_job(payload: &RawObject<'_>) -> Result<JobDetails, MessageError> {

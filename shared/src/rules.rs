@@ -16,7 +16,10 @@ mod bounds;
 mod progress;
 mod sweep;
 
-pub use bounds::{bound_error, bound_result, MAX_RESULT_DEPTH};
+pub use bounds::{
+    bound_error, bound_result, storable_field_name, MAX_FIELD_NAME_BYTES, MAX_FIELD_PATH_BYTES,
+    MAX_RESULT_DEPTH,
+};
 pub(crate) use bounds::{cut_at_char, truncation_marker};
 use progress::apply_progress;
 pub use progress::NO_STATUS_YET;
@@ -71,6 +74,9 @@ pub struct Change {
     /// terminal transition that applies then also leaves a [`PendingCompletion`] noted at
     /// this time. `None` (notifications off) writes nothing of the kind.
     pub notify: Option<bson::DateTime>,
+    /// Why `at` is not the time the message gave (an implausible `occurred_at` or
+    /// `publishTime` was replaced): shown in the history entry, never as the trace's error.
+    pub time_note: Option<String>,
 }
 
 impl Change {
@@ -90,6 +96,7 @@ impl Change {
             progress: None,
             sweep: None,
             notify: None,
+            time_note: None,
         }
     }
 
@@ -116,6 +123,7 @@ impl Change {
             progress: None,
             sweep: None,
             notify: None,
+            time_note: None,
         }
     }
 
@@ -148,6 +156,7 @@ impl Change {
             }),
             sweep: None,
             notify: None,
+            time_note: None,
         }
     }
 
@@ -169,6 +178,7 @@ impl Change {
             progress: None,
             sweep: None,
             notify: None,
+            time_note: None,
         }
     }
 
@@ -191,13 +201,19 @@ impl Change {
         })
     }
 
+    /// The change as its history records it: the error, followed by the time note when
+    /// the message's own time was replaced.
     pub fn history_entry(&self) -> HistoryEntry {
+        let error = match (&self.error, &self.time_note) {
+            (Some(error), Some(note)) => Some(bound_error(&format!("{error} ({note})"))),
+            (error, note) => error.clone().or_else(|| note.as_deref().map(bound_error)),
+        };
         HistoryEntry {
             attempt: i64::from(self.key.attempt),
             rank: i32::from(self.key.rank),
             status: self.status,
             at: self.at,
-            error: self.error.clone(),
+            error,
         }
     }
 }

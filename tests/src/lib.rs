@@ -13,6 +13,7 @@
 
 pub mod apps;
 pub mod disguise;
+pub mod firestore_limits;
 #[cfg(feature = "terraform")]
 pub mod hcl;
 pub mod histories;

@@ -160,13 +160,30 @@ async fn values_are_stored_as_data_never_as_expressions(store: TraceStore) {
         1,
         at(1),
         Some("$status".into()),
-        Some(bson::bson!({ "$set": "x", "a.b": "$$ROOT" })),
+        Some(bson::bson!({ "op": "$set", "a.b": "$$ROOT", "n": { "x": ["$literal"] } })),
     );
     let doc = apply_all(&store, &[change]).await;
     assert_eq!(doc.error.as_deref(), Some("$status"));
     assert_eq!(
         doc.result.unwrap().into_relaxed_extjson(),
-        serde_json::json!({ "$set": "x", "a.b": "$$ROOT" })
+        serde_json::json!({ "op": "$set", "a.b": "$$ROOT", "n": { "x": ["$literal"] } })
+    );
+    // A field name starting with `$` is no value: Firestore's upsert cannot create it,
+    // so the result becomes the marker (issue 16), and nothing is evaluated either way.
+    let change = Change::event(
+        id("m6"),
+        JobStatus::Success,
+        1,
+        at(1),
+        None,
+        Some(bson::bson!({ "$set": "x" })),
+    );
+    let doc = apply_all(&store, &[change]).await;
+    let result = doc.result.unwrap();
+    assert_eq!(
+        result.as_document().unwrap().get_bool("truncated"),
+        Ok(true),
+        "{result}"
     );
 }
 

@@ -124,6 +124,9 @@ pub enum ApiError {
     /// The key set that signs LINE ID tokens could not be fetched: 503 (the key cache
     /// logs why), never the token's fault.
     KeysUnavailable,
+    /// The query string is longer than `params::MAX_QUERY_BYTES`: 414 in both styles,
+    /// since its parameters were not read at all.
+    QueryTooLong { bytes: usize },
     /// Anything else on our side: 500 (logged).
     Internal(String),
 }
@@ -152,6 +155,7 @@ impl ApiError {
             (ApiError::Unavailable(_) | ApiError::KeysUnavailable, _) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
+            (ApiError::QueryTooLong { .. }, _) => StatusCode::URI_TOO_LONG,
             (ApiError::Internal(_), _) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -180,6 +184,10 @@ impl ApiError {
             ApiError::Unavailable(_) | ApiError::KeysUnavailable => {
                 Value::String("Service temporarily unavailable; try again".into())
             }
+            ApiError::QueryTooLong { bytes } => Value::String(format!(
+                "The query string is too long: {bytes} bytes, the limit is {}",
+                crate::params::MAX_QUERY_BYTES
+            )),
             ApiError::Internal(_) => Value::String("Internal server error".into()),
         };
         let body = match style {
@@ -240,6 +248,10 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         match &self {
             ApiError::Unavailable(cause) => tracing::warn!(error = %cause, "database unavailable"),
+            // The key cache logs why the fetch failed; this line ties the 503 to it.
+            ApiError::KeysUnavailable => {
+                tracing::warn!("LINE token signing keys unavailable; token not verified")
+            }
             ApiError::Internal(cause) => tracing::error!(error = %cause, "internal error"),
             _ => {}
         }
@@ -319,6 +331,55 @@ mod tests {
             assert_eq!(status, expected);
             assert!(!value.to_string().contains(secret), "{value}");
         }
+    }
+
+    #[tokio::test]
+    async fn an_overlong_query_is_414_in_both_styles() {
+        for (style, field) in [(Style::FastApi, "detail"), (Style::Standalone, "error")] {
+            let (status, value) = body(ApiError::QueryTooLong { bytes: 9000 }, style).await;
+            assert_eq!(status, StatusCode::URI_TOO_LONG);
+            let text = value[field].as_str().unwrap();
+            assert!(
+                text.contains("too long") && text.contains("9000"),
+                "{value}"
+            );
+        }
+    }
+
+    /// A sink for one test's log lines.
+    #[derive(Clone, Default)]
+    struct Lines(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Lines {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// What answering `error` logs.
+    fn logged(error: ApiError) -> String {
+        let lines = Lines::default();
+        let sink = lines.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || sink.clone())
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || drop(error.into_response()));
+        let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        text
+    }
+
+    #[test]
+    fn each_fault_is_logged_as_what_it_is() {
+        let keys = logged(ApiError::KeysUnavailable);
+        assert!(keys.contains("signing keys unavailable"), "{keys}");
+        assert!(!keys.contains("database"), "{keys}");
+        let database = logged(ApiError::Unavailable("timed out".into()));
+        assert!(database.contains("database unavailable"), "{database}");
     }
 
     #[test]

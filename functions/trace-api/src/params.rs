@@ -18,27 +18,66 @@ pub const MAX_WAIT_SECONDS: u64 = 30;
 /// A query string longer than this is refused whole (ids are at most 1 KiB).
 pub const MAX_QUERY_BYTES: usize = 8 * 1024;
 
+/// Every parameter a route reads: a value of one of them that is not UTF-8 is refused
+/// by its name (the others are ignored, whatever they hold).
+const PARAMETERS: [&str; 8] = [
+    "message_id",
+    "line_user_id",
+    "limit",
+    "skip",
+    "wait",
+    "status",
+    "job_type",
+    "include",
+];
+
 /// The decoded query string. A repeated scalar parameter takes its last value, as in
 /// FastAPI; `status` and `include` take every value.
 #[derive(Debug, Default)]
 pub struct Query {
     pairs: Vec<(String, String)>,
+    /// Parameters whose value is not UTF-8 once percent-decoded: refused, never
+    /// decoded lossily into another value (`%FF` is not `�`).
+    not_utf8: Vec<FieldError>,
+}
+
+/// The query string is longer than [`MAX_QUERY_BYTES`]: answered 414 as a whole, since
+/// none of its parameters can be trusted to have been read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueryTooLong {
+    pub bytes: usize,
 }
 
 impl Query {
-    pub fn parse(raw: Option<&str>) -> Result<Query, FieldError> {
+    pub fn parse(raw: Option<&str>) -> Result<Query, QueryTooLong> {
         let raw = raw.unwrap_or("");
         if raw.len() > MAX_QUERY_BYTES {
-            return Err(FieldError::new(
-                Location::Query,
-                "query",
-                "string_too_long",
-                format!("The query string is longer than {MAX_QUERY_BYTES} bytes"),
-                None,
-            ));
+            return Err(QueryTooLong { bytes: raw.len() });
         }
-        let pairs = form_urlencoded_pairs(raw);
-        Ok(Query { pairs })
+        let mut query = Query::default();
+        for (name, value) in form_urlencoded_pairs(raw) {
+            match (String::from_utf8(name), String::from_utf8(value)) {
+                (Ok(name), Ok(value)) => query.pairs.push((name, value)),
+                (Ok(name), Err(value)) => {
+                    if let Some(known) = PARAMETERS.iter().find(|known| **known == name) {
+                        query.not_utf8.push(FieldError::new(
+                            Location::Query,
+                            known,
+                            "string_unicode",
+                            "Input should be a valid string: the value is not UTF-8",
+                            Some(&String::from_utf8_lossy(value.as_bytes())),
+                        ));
+                    }
+                }
+                (Err(_), _) => {}
+            }
+        }
+        Ok(query)
+    }
+
+    /// The error of parameter `name` when its value was not UTF-8.
+    fn not_utf8(&self, name: &str) -> Option<&FieldError> {
+        self.not_utf8.iter().find(|error| error.name == name)
     }
 
     pub fn last(&self, name: &str) -> Option<&str> {
@@ -57,11 +96,39 @@ impl Query {
     }
 }
 
-fn form_urlencoded_pairs(raw: &str) -> Vec<(String, String)> {
-    serde_urlencoded::from_str::<Vec<(String, String)>>(raw).unwrap_or_else(|_| {
-        // serde_urlencoded only fails on shapes a Vec of pairs cannot hold; be lenient.
-        Vec::new()
-    })
+/// `application/x-www-form-urlencoded` pairs as raw bytes: `+` is a space, `%XX` a byte,
+/// a `%` not followed by two hex digits itself (as browsers and FastAPI read them).
+fn form_urlencoded_pairs(raw: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
+    raw.split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode(name), percent_decode(value))
+        })
+        .collect()
+}
+
+fn percent_decode(text: &str) -> Vec<u8> {
+    let bytes = text.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |at: usize| bytes.get(at).and_then(|b| (*b as char).to_digit(16));
+        match bytes[i] {
+            b'+' => decoded.push(b' '),
+            b'%' => {
+                if let (Some(high), Some(low)) = (hex(i + 1), hex(i + 2)) {
+                    decoded.push((high * 16 + low) as u8);
+                    i += 3;
+                    continue;
+                }
+                decoded.push(b'%');
+            }
+            other => decoded.push(other),
+        }
+        i += 1;
+    }
+    decoded
 }
 
 fn id_error(location: Location, name: &'static str, error: IdError, raw: &str) -> FieldError {
@@ -212,11 +279,19 @@ impl Checks {
         self.errors.push(error);
     }
 
+    /// The errors, each once (a standalone route's id is checked twice when its value is
+    /// not UTF-8: as the id and as a parameter).
     pub fn finish(self) -> Result<(), Vec<FieldError>> {
-        if self.errors.is_empty() {
+        let mut errors: Vec<FieldError> = Vec::with_capacity(self.errors.len());
+        for error in self.errors {
+            if !errors.contains(&error) {
+                errors.push(error);
+            }
+        }
+        if errors.is_empty() {
             Ok(())
         } else {
-            Err(self.errors)
+            Err(errors)
         }
     }
 
@@ -226,19 +301,31 @@ impl Checks {
         query: Option<&str>,
         parse: impl FnOnce(&mut Checks, &Query) -> Option<T>,
     ) -> Result<T, ApiError> {
+        let query = Query::parse(query).map_err(|too_long| ApiError::QueryTooLong {
+            bytes: too_long.bytes,
+        })?;
         let mut checks = Checks::default();
-        let query = checks.take(Query::parse(query)).unwrap_or_default();
+        for error in &query.not_utf8 {
+            checks.push(error.clone());
+        }
         let value = parse(&mut checks, &query);
         checks.finish().map_err(ApiError::Invalid)?;
         value.ok_or(ApiError::Invalid(Vec::new()))
     }
 }
 
-/// The raw value of a required query parameter (the standalone routes' ids).
+/// The raw value of a required query parameter (the standalone routes' ids). A query too
+/// long to read counts as none here: [`Checks::run`] answers it as a whole.
 pub fn required(query: Option<&str>, name: &'static str) -> Result<String, FieldError> {
-    Query::parse(query)
-        .ok()
-        .and_then(|q| q.last(name).map(str::to_owned))
+    let Ok(query) = Query::parse(query) else {
+        return Err(FieldError::missing(Location::Query, name));
+    };
+    if let Some(error) = query.not_utf8(name) {
+        return Err(error.clone());
+    }
+    query
+        .last(name)
+        .map(str::to_owned)
         .ok_or_else(|| FieldError::missing(Location::Query, name))
 }
 
@@ -268,6 +355,44 @@ mod tests {
         assert_eq!(skip(&q("skip=7")), Ok(7));
         assert_eq!(wait(&q("wait=31")).unwrap_err().kind, "less_than_equal");
         assert_eq!(wait(&q("wait=2")), Ok(Duration::from_secs(2)));
+    }
+
+    #[test]
+    fn values_that_are_not_utf8_are_refused_by_name() {
+        let query = q("message_id=%FF%FE&pad=%FF&limit=5");
+        assert_eq!(query.last("message_id"), None);
+        assert_eq!(query.last("limit"), Some("5"));
+        let error = query.not_utf8("message_id").expect("refused");
+        assert_eq!(
+            (error.location, error.name, error.kind),
+            (Location::Query, "message_id", "string_unicode")
+        );
+        assert!(
+            query.not_utf8("pad").is_none(),
+            "an unknown parameter is ignored"
+        );
+        assert_eq!(
+            required(Some("message_id=%FF"), "message_id")
+                .unwrap_err()
+                .kind,
+            "string_unicode"
+        );
+        // A `%` that starts no escape is itself; `+` is a space.
+        assert_eq!(q("x=100%&y=a+b%2").last("x"), Some("100%"));
+        assert_eq!(q("y=a+b%2").last("y"), Some("a b%2"));
+    }
+
+    #[test]
+    fn an_overlong_query_is_refused_whole() {
+        let long = format!("message_id=m&pad={}", "x".repeat(MAX_QUERY_BYTES));
+        assert_eq!(
+            Query::parse(Some(&long)).unwrap_err(),
+            QueryTooLong { bytes: long.len() }
+        );
+        assert!(matches!(
+            Checks::run(Some(&long), |_, _| Some(())),
+            Err(ApiError::QueryTooLong { .. })
+        ));
     }
 
     #[test]

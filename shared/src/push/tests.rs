@@ -5,6 +5,7 @@ use serde_json::{json, Value};
 use super::*;
 
 mod results;
+mod times;
 
 fn fixture(name: &str) -> Value {
     let path = format!("{}/../fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
@@ -413,6 +414,22 @@ fn fuzz_regressions_decode_to_storable_traces() {
             let trace = crate::rules::replay([&change]).unwrap();
             bson::to_document(&trace)
                 .unwrap_or_else(|e| panic!("{}: the trace cannot be stored: {e}", path.display()));
+            trace
+                .renderable()
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            assert!(
+                (EARLIEST_TIME..=LATEST_TIME).contains(&change.at),
+                "{}: recorded at {}",
+                path.display(),
+                change.at
+            );
+            if let Some(result) = &trace.result {
+                assert!(
+                    !result.to_string().contains("\"$"),
+                    "{}: a `$` field name kept: {result}",
+                    path.display()
+                );
+            }
             serde_json::to_string(&trace.view(true)).unwrap();
         }
         replayed += 1;

@@ -73,6 +73,7 @@ impl Change {
             progress: None,
             sweep: Some(Sweep { stalled_since }),
             notify: None,
+            time_note: None,
         })
     }
 }

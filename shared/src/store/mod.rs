@@ -63,7 +63,35 @@ pub struct UserQuery {
 #[derive(Debug, Clone, PartialEq)]
 pub struct UserPage {
     pub jobs: Vec<TraceDocument>,
+    /// Every stored trace that matches, readable or not.
     pub total_count: u64,
+    /// Traces of this page left out because they cannot be read or rendered (each is
+    /// logged): one bad document must not take the whole list down.
+    pub omitted_count: u64,
+}
+
+/// The page's documents that can be read and rendered, and how many could not. A trace
+/// left out is logged with its id and why, as the server fault it is.
+pub(super) fn readable_traces(page: Vec<Bson>) -> (Vec<TraceDocument>, u64) {
+    let mut omitted = 0;
+    let mut jobs = Vec::with_capacity(page.len());
+    for stored in page {
+        let message_id = stored
+            .as_document()
+            .and_then(|doc| doc.get("message_id"))
+            .map(|id| crate::push::cut_for_log(&id.to_string()));
+        let read = bson::from_bson::<TraceDocument>(stored)
+            .map_err(|error| error.to_string())
+            .and_then(|doc| doc.renderable().map(|()| doc));
+        match read {
+            Ok(doc) => jobs.push(doc),
+            Err(error) => {
+                omitted += 1;
+                tracing::error!(message_id, %error, "stored trace cannot be read; left out of the list");
+            }
+        }
+    }
+    (jobs, omitted)
 }
 
 #[derive(Clone)]
@@ -349,15 +377,15 @@ impl TraceStore {
                 return Ok(UserPage {
                     jobs: Vec::new(),
                     total_count: 0,
+                    omitted_count: 0,
                 });
             };
-            let jobs = facets
-                .get_array("jobs")
-                .map(|jobs| jobs.to_vec())
-                .unwrap_or_default()
-                .into_iter()
-                .map(bson::from_bson)
-                .collect::<Result<Vec<TraceDocument>, _>>()?;
+            let (jobs, omitted_count) = readable_traces(
+                facets
+                    .get_array("jobs")
+                    .map(|jobs| jobs.to_vec())
+                    .unwrap_or_default(),
+            );
             let total_count = facets
                 .get_array("total")
                 .ok()
@@ -369,7 +397,11 @@ impl TraceStore {
                     _ => None,
                 })
                 .unwrap_or(0);
-            Ok(UserPage { jobs, total_count })
+            Ok(UserPage {
+                jobs,
+                total_count,
+                omitted_count,
+            })
         })
         .await
     }

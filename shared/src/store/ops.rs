@@ -14,8 +14,8 @@ use futures::TryStreamExt;
 use serde::Serialize;
 
 use super::pipeline::{bounded_history, history_with_entry, literal, step_expiry};
-use super::{StoreError, StoreWrite, TraceStore, UserPage, REVISION};
-use crate::model::{JobStatus, JobType, TraceDocument, TraceKey};
+use super::{readable_traces, StoreError, StoreWrite, TraceStore, UserPage, REVISION};
+use crate::model::{JobStatus, JobType, TraceKey};
 use crate::rules::Change;
 
 /// The statuses a stalled job can have.
@@ -256,14 +256,19 @@ impl TraceStore {
                 .await?
                 .try_collect()
                 .await?;
-            docs.into_iter()
-                .map(|doc| bson::from_document::<TraceDocument>(doc).map_err(StoreError::from))
-                .collect::<Result<Vec<_>, _>>()
+            Ok::<_, StoreError>(readable_traces(
+                docs.into_iter().map(Bson::Document).collect(),
+            ))
         };
-        let total = async { Ok(self.traces.count_documents(filter.clone()).await?) };
+        let total =
+            async { Ok::<_, StoreError>(self.traces.count_documents(filter.clone()).await?) };
         self.bounded(async {
-            let (jobs, total_count) = futures::try_join!(page, total)?;
-            Ok(UserPage { jobs, total_count })
+            let ((jobs, omitted_count), total_count) = futures::try_join!(page, total)?;
+            Ok(UserPage {
+                jobs,
+                total_count,
+                omitted_count,
+            })
         })
         .await
     }

@@ -68,12 +68,8 @@ impl Api {
 
 /// The change a fixture push records.
 pub fn fixture_change(name: &str) -> Change {
-    let push = decode_push(
-        &Default::default(),
-        &fixture(name),
-        bson::DateTime::from_millis(0),
-    )
-    .expect("fixture decodes");
+    let push = decode_push(&Default::default(), &fixture(name), bson::DateTime::now())
+        .expect("fixture decodes");
     match push.outcome {
         Outcome::Record(change) => change,
         other => panic!("{name} does not record a change: {other:?}"),

@@ -86,6 +86,12 @@ pub async fn read(
     if !principal.may_see(doc.line_user_id.as_deref()) {
         return Ok(None);
     }
+    // A stored trace that cannot be shown is our fault, not the database's absence.
+    doc.renderable().map_err(|error| {
+        ApiError::Internal(format!(
+            "stored trace {message_id} cannot be rendered: {error}"
+        ))
+    })?;
     Rendered::of(&doc, include_history)
         .map(Some)
         .map_err(|error| ApiError::Internal(format!("rendering a trace: {error}")))

@@ -154,6 +154,7 @@ pub async fn jobs(call: Call) -> Result<Response, ApiError> {
         UserPage {
             jobs: Vec::new(),
             total_count: 0,
+            omitted_count: 0,
         }
     } else {
         call.state
@@ -162,16 +163,12 @@ pub async fn jobs(call: Call) -> Result<Response, ApiError> {
             .await
             .map_err(ApiError::store)?
     };
-    Ok(no_cache(UserJobs {
-        jobs: page
-            .jobs
-            .iter()
-            .map(|doc| doc.view(include_history))
-            .collect(),
-        total_count: page.total_count,
-        limit: query.limit,
-        skip: query.skip,
-    }))
+    Ok(no_cache(UserJobs::of(
+        &page,
+        query.limit,
+        query.skip,
+        include_history,
+    )))
 }
 
 /// The statistics of a window.

@@ -6,7 +6,7 @@ use axum::extract::Path;
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use job_trace::store::UserQuery;
+use job_trace::store::{UserPage, UserQuery};
 use serde::Serialize;
 
 use crate::error::ApiError;
@@ -17,11 +17,38 @@ use crate::routes::{docs, parse_with_id, Call, RawId};
 #[derive(Serialize, utoipa::ToSchema)]
 #[schema(as = JobList)]
 pub struct UserJobs {
-    pub(crate) jobs: Vec<job_trace::model::TraceView>,
+    jobs: Vec<job_trace::model::TraceView>,
     /// All the jobs that match the filters.
-    pub(crate) total_count: u64,
-    pub(crate) limit: u32,
-    pub(crate) skip: u64,
+    total_count: u64,
+    limit: u32,
+    skip: u64,
+    /// Jobs of this page left out because their stored trace cannot be read (each is
+    /// logged as a server fault). Only when some were: a whole page keeps the seed's body
+    /// exactly.
+    #[serde(skip_serializing_if = "is_zero")]
+    #[schema(required = false, minimum = 1)]
+    omitted_count: u64,
+}
+
+impl UserJobs {
+    /// The body of one page of `page`'s traces.
+    pub(crate) fn of(page: &UserPage, limit: u32, skip: u64, include_history: bool) -> Self {
+        UserJobs {
+            jobs: page
+                .jobs
+                .iter()
+                .map(|doc| doc.view(include_history))
+                .collect(),
+            total_count: page.total_count,
+            limit,
+            skip,
+            omitted_count: page.omitted_count,
+        }
+    }
+}
+
+fn is_zero(count: &u64) -> bool {
+    *count == 0
 }
 
 fn parse(query: Option<&str>, id: RawId) -> Result<(UserQuery, bool), ApiError> {
@@ -57,16 +84,7 @@ async fn respond(call: Call, id: RawId) -> Result<Response, ApiError> {
         .list_by_user(&query)
         .await
         .map_err(ApiError::store)?;
-    let body = UserJobs {
-        jobs: page
-            .jobs
-            .iter()
-            .map(|doc| doc.view(include_history))
-            .collect(),
-        total_count: page.total_count,
-        limit: query.limit,
-        skip: query.skip,
-    };
+    let body = UserJobs::of(&page, query.limit, query.skip, include_history);
     Ok((
         [(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"))],
         Json(body),
