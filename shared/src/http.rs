@@ -129,6 +129,10 @@ pub async fn serve(
     serve_with(listener, router, ConnectionLimits::default(), shutdown).await
 }
 
+/// Refusing a connection is cheap but not free (a socket and a few KiB for up to a
+/// second): a flood past this many at once is closed without an answer.
+const MAX_REFUSALS: usize = 1024;
+
 /// How long accepting pauses after the process ran out of file descriptors or memory, so
 /// that the loop does not spin while connections close.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
@@ -144,11 +148,11 @@ pub async fn serve_with(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let connections = Arc::new(Semaphore::new(limits.max_connections));
-    // Refusing is cheap but not free (a socket for up to a second): a flood past this many
-    // at once is closed without an answer.
-    let refusals = Arc::new(Semaphore::new(limits.max_connections.clamp(16, 1024)));
+    let refusals = Arc::new(Semaphore::new(MAX_REFUSALS));
     let graceful = GracefulShutdown::new();
     let trim = Arc::new(limits::Trim::new());
+    let open =
+        move |connections: &Semaphore| limits.max_connections - connections.available_permits();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let stream = tokio::select! {
@@ -165,15 +169,14 @@ pub async fn serve_with(
         let _ = stream.set_nodelay(true);
         match connections.clone().try_acquire_owned() {
             Ok(permit) => {
-                let open = || limits.max_connections - connections.available_permits();
-                trim.opened(open());
+                trim.opened(open(&connections));
                 let connection =
                     limits::serve_connection(stream, router.clone(), limits, &graceful);
                 let (connections, trim) = (connections.clone(), trim.clone());
                 tokio::spawn(async move {
                     connection.await;
                     drop(permit);
-                    trim.closed(limits.max_connections - connections.available_permits());
+                    trim.closed(open(&connections));
                 });
             }
             Err(_) => {
@@ -185,7 +188,7 @@ pub async fn serve_with(
                 }
                 tracing::debug!(
                     max_connections = limits.max_connections,
-                    "connection bound reached; answered 503"
+                    "connection bound reached; refused a connection"
                 );
             }
         }

@@ -4,13 +4,15 @@
 //!
 //! * a request head sent a line at a time is cut at `HEADER_READ_TIMEOUT_SECONDS`;
 //! * a kept-alive connection waits for its next request for `IDLE_TIMEOUT_SECONDS` (not
-//!   the header timeout), then is closed;
+//!   the header timeout), then is closed; the head of that request, once begun, has
+//!   `HEADER_READ_TIMEOUT_SECONDS`;
 //! * a declared body that does not arrive is answered 408 within
 //!   `BODY_READ_TIMEOUT_SECONDS` and the connection closed;
 //! * past `MAX_CONNECTIONS` a new connection gets 503 with `Retry-After`, and a place is
 //!   free again once a held connection closes;
 //! * past `MAX_EVENT_STREAMS` an event stream gets 503 with `Retry-After`, and a closed
-//!   stream frees its place.
+//!   stream frees its place;
+//! * a client that stops reading its responses is let go after `IDLE_TIMEOUT_SECONDS`.
 
 mod api_common;
 
@@ -88,6 +90,34 @@ async fn read_response(stream: &mut TcpStream) -> String {
     }
 }
 
+/// Sends a header line every 250 ms (10 s of them) after the head begun on `stream`, and
+/// returns when the server closes the connection; panics if it is still open after 8 s.
+async fn trickle_until_closed(stream: TcpStream) -> Instant {
+    let (mut reader, mut writer) = stream.into_split();
+    let trickle = tokio::spawn(async move {
+        for i in 0..40 {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            let line = format!("X-Slow-{i}: y\r\n");
+            if writer.write_all(line.as_bytes()).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut buffer = [0u8; 1024];
+    let closed = tokio::time::timeout(Duration::from_secs(8), async {
+        loop {
+            match reader.read(&mut buffer).await {
+                Ok(0) | Err(_) => return Instant::now(),
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .expect("the connection is closed long before its head could end (10 s of lines)");
+    trickle.abort();
+    closed
+}
+
 const HEALTH: &[u8] = b"GET /health HTTP/1.1\r\nHost: test\r\n\r\n";
 
 fn status_line(response: &str) -> &str {
@@ -115,31 +145,7 @@ async fn a_head_sent_a_line_at_a_time_is_cut_at_the_header_timeout() {
     slow.write_all(b"POST / HTTP/1.1\r\nHost: test\r\n")
         .await
         .unwrap();
-    let (mut reader, mut writer) = slow.into_split();
-    let trickle = tokio::spawn(async move {
-        for i in 0..40 {
-            tokio::time::sleep(Duration::from_millis(250)).await;
-            if writer
-                .write_all(format!("X-Slow-{i}: y\r\n").as_bytes())
-                .await
-                .is_err()
-            {
-                return;
-            }
-        }
-    });
-    let mut buffer = [0u8; 1024];
-    let closed = tokio::time::timeout(Duration::from_secs(8), async {
-        loop {
-            match reader.read(&mut buffer).await {
-                Ok(0) | Err(_) => return Instant::now(),
-                Ok(_) => {}
-            }
-        }
-    })
-    .await
-    .expect("the connection is closed long before its head could end (10 s of lines)");
-    trickle.abort();
+    let closed = trickle_until_closed(slow).await;
     let held = closed - connected;
     println!("a head sent a line every 250 ms was held {held:?}");
     assert!(
@@ -175,6 +181,34 @@ async fn a_kept_alive_connection_waits_for_the_idle_timeout_not_the_header_timeo
     assert!(
         idle >= Duration::from_millis(2_700) && idle < Duration::from_secs(6),
         "closed after {idle:?} idle with an idle timeout of 3 s"
+    );
+}
+
+#[tokio::test]
+async fn a_slow_head_on_a_kept_alive_connection_is_cut_at_the_header_timeout() {
+    let served = writer(
+        "slow_next_head",
+        limits(&[
+            ("HEADER_READ_TIMEOUT_SECONDS", "1"),
+            ("IDLE_TIMEOUT_SECONDS", "5"),
+        ]),
+    )
+    .await;
+    let mut stream = connect(&served).await;
+    stream.write_all(HEALTH).await.unwrap();
+    let first = read_response(&mut stream).await;
+    assert_eq!(status_line(&first), "HTTP/1.1 200 OK", "{first}");
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    // The idle timeout would end this connection 3.5 s after the head's first byte; the
+    // header timeout, counted from that byte, ends it after 1 s.
+    stream.write_all(b"GET /health HTTP/1.1\r\n").await.unwrap();
+    let first_byte = Instant::now();
+    let closed = trickle_until_closed(stream).await;
+    let held = closed - first_byte;
+    println!("a slow second head was held {held:?} from its first byte");
+    assert!(
+        held >= Duration::from_millis(900) && held < Duration::from_millis(2_500),
+        "held {held:?} from the first byte with a header timeout of 1 s"
     );
 }
 
@@ -331,4 +365,38 @@ async fn past_max_event_streams_a_stream_gets_503_and_a_closed_one_frees_its_pla
         }
     }
     assert_eq!(status, 200, "a closed stream did not free its place");
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_let_go_after_the_idle_timeout() {
+    let store = fresh_store("slow_reader").await;
+    let served = serve_limited(
+        trace_api::app(store, ApiConfig::default()),
+        limits(&[
+            ("HEADER_READ_TIMEOUT_SECONDS", "1"),
+            ("IDLE_TIMEOUT_SECONDS", "1"),
+        ]),
+    )
+    .await;
+    // Far more response bytes than loopback's socket buffers hold, asked for at once.
+    const REQUESTS: usize = 2_000;
+    let request = b"GET /openapi.json HTTP/1.1\r\nHost: test\r\n\r\n";
+    let mut stream = connect(&served).await;
+    for _ in 0..REQUESTS {
+        stream.write_all(request).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let (closed, received) = read_until_closed(&mut stream, Duration::from_secs(30)).await;
+    assert!(closed.is_some(), "the connection was not closed");
+    let answered = received
+        .windows(b"HTTP/1.1 200 OK".len())
+        .filter(|window| window == b"HTTP/1.1 200 OK")
+        .count();
+    println!(
+        "a client that stopped reading got {answered} of {REQUESTS} responses ({} bytes) before it was let go",
+        received.len()
+    );
+    // Without the bound the server would wait for as long as the client cares to, and
+    // every response would arrive once it read.
+    assert!(answered < REQUESTS, "{answered} of {REQUESTS} responses");
 }

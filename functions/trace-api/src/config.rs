@@ -286,6 +286,22 @@ mod tests {
     }
 
     #[test]
+    fn event_streams_are_bounded() {
+        assert_eq!(
+            ApiConfig::from_vars(vars(&[])).unwrap().max_event_streams,
+            DEFAULT_MAX_EVENT_STREAMS
+        );
+        let config = ApiConfig::from_vars(vars(&[("MAX_EVENT_STREAMS", "7")])).unwrap();
+        assert_eq!(config.max_event_streams, 7);
+        for bad in ["0", "-1", "many"] {
+            let error = ApiConfig::from_vars(vars(&[("MAX_EVENT_STREAMS", bad)]))
+                .err()
+                .unwrap_or_else(|| panic!("{bad:?} accepted"));
+            assert!(error.to_string().contains("MAX_EVENT_STREAMS"), "{error}");
+        }
+    }
+
+    #[test]
     fn origins_are_a_list_or_star() {
         let config = ApiConfig::from_vars(vars(&[(
             "CORS_ALLOWED_ORIGINS",
