@@ -49,7 +49,7 @@ const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
 content-type: application/json\r\n\
 retry-after: 1\r\n\
 connection: close\r\n\
-content-length: 55\r\n\
+content-length: 56\r\n\
 \r\n\
 {\"error\":\"too many open connections; retry in a moment\"}";
 
