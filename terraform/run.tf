@@ -38,6 +38,10 @@ locals {
     RUST_LOG              = var.rust_log
     # Names the Cloud Trace project of the log lines' trace IDs (log-to-trace correlation).
     GOOGLE_CLOUD_PROJECT = var.project_id
+    # Deadlines of every connection (DESIGN.md, "Connections and deadlines").
+    HEADER_READ_TIMEOUT_SECONDS = tostring(var.header_read_timeout_seconds)
+    BODY_READ_TIMEOUT_SECONDS   = tostring(var.body_read_timeout_seconds)
+    IDLE_TIMEOUT_SECONDS        = tostring(var.idle_timeout_seconds)
   }
 
   writer_env = merge(local.common_env, {
@@ -45,6 +49,7 @@ locals {
     PUSH_MEMORY_MIB       = tostring(local.trace_writer_memory_mib - local.writer_base_memory_mib)
     PUSH_AUDIENCE         = var.push_audience
     PUSH_SERVICE_ACCOUNTS = google_service_account.push.email
+    MAX_CONNECTIONS       = tostring(local.writer_max_connections)
     # The topic's path, as Pub/Sub names it (the provider's id has this form too).
     COMPLETIONS_TOPIC = "projects/${var.project_id}/topics/${google_pubsub_topic.completions.name}"
   })
@@ -55,6 +60,8 @@ locals {
       CORS_ALLOWED_ORIGINS = var.cors_allowed_origins
       API_AUTH             = var.api_auth
       API_CHANGE_STREAMS   = local.api_change_streams
+      MAX_CONNECTIONS      = tostring(local.api_max_connections)
+      MAX_EVENT_STREAMS    = tostring(local.api_max_event_streams)
     },
     var.line_channel_id != "" ? { LINE_CHANNEL_ID = var.line_channel_id } : {},
     var.api_auth == "line" && var.line_jwks_url != "" ? { LINE_JWKS_URL = var.line_jwks_url } : {},
@@ -70,6 +77,24 @@ locals {
   writer_push_memory_mib  = 43
   writer_base_memory_mib  = 64
   trace_writer_memory_mib = endswith(var.trace_writer_memory, "Gi") ? tonumber(trimsuffix(var.trace_writer_memory, "Gi")) * 1024 : tonumber(trimsuffix(var.trace_writer_memory, "Mi"))
+  trace_api_memory_mib    = endswith(var.trace_api_memory, "Gi") ? tonumber(trimsuffix(var.trace_api_memory, "Gi")) * 1024 : tonumber(trimsuffix(var.trace_api_memory, "Mi"))
+
+  # MAX_CONNECTIONS, the open connections one instance keeps. Cloud Run sends at most
+  # `concurrency` requests at once, each on a connection of its own, and keeps about as many
+  # idle for the next ones; 16 more leave room for probes. Memory bounds it as well:
+  # connections may take an eighth of the container, at most the code's CONNECTION_BYTES
+  # (128 KiB) each. Past the bound a new connection is answered 503 with Retry-After.
+  # MAX_EVENT_STREAMS: trace-api's streams, never more than Cloud Run lets arrive at once.
+  # tests/tests/terraform_run.rs holds these to the code's constants.
+  connection_kib             = 128
+  connection_memory_fraction = 8
+  writer_connections_by_load = 2 * var.trace_writer_concurrency + 16
+  writer_connections_by_mem  = local.trace_writer_memory_mib * 1024 / (local.connection_memory_fraction * local.connection_kib)
+  writer_max_connections     = local.writer_connections_by_load < local.writer_connections_by_mem ? local.writer_connections_by_load : local.writer_connections_by_mem
+  api_connections_by_load    = 2 * var.trace_api_concurrency + 16
+  api_connections_by_mem     = local.trace_api_memory_mib * 1024 / (local.connection_memory_fraction * local.connection_kib)
+  api_max_connections        = local.api_connections_by_load < local.api_connections_by_mem ? local.api_connections_by_load : local.api_connections_by_mem
+  api_max_event_streams      = var.trace_api_concurrency < local.api_max_connections ? var.trace_api_concurrency : local.api_max_connections
 
   # An image that is no build of this repository answers pushes it does not record.
   placeholder_images = ["", "us-docker.pkg.dev/cloudrun/container/hello", "gcr.io/cloudrun/hello"]
@@ -187,6 +212,11 @@ resource "google_cloud_run_v2_service" "trace_writer" {
     }
 
     precondition {
+      condition     = var.idle_timeout_seconds >= var.header_read_timeout_seconds
+      error_message = "idle_timeout_seconds (${var.idle_timeout_seconds}) must not be shorter than header_read_timeout_seconds (${var.header_read_timeout_seconds}); the service would not start."
+    }
+
+    precondition {
       condition     = !contains(local.placeholder_images, var.trace_writer_image)
       error_message = "Set trace_writer_image to an image cloudbuild.yaml built (README.md, deployment step 4). A placeholder image would answer 200 to every push, and Pub/Sub would drop those messages."
     }
@@ -285,6 +315,11 @@ resource "google_cloud_run_v2_service" "trace_api" {
       client,
       client_version,
     ]
+
+    precondition {
+      condition     = var.idle_timeout_seconds >= var.header_read_timeout_seconds
+      error_message = "idle_timeout_seconds (${var.idle_timeout_seconds}) must not be shorter than header_read_timeout_seconds (${var.header_read_timeout_seconds}); the service would not start."
+    }
 
     precondition {
       condition     = !contains(local.placeholder_images, var.trace_api_image)

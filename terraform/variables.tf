@@ -229,7 +229,7 @@ variable "trace_writer_concurrency" {
 }
 
 variable "trace_api_concurrency" {
-  description = "Concurrent requests per trace-api instance (long-polls and event streams each hold one while they wait)."
+  description = "Concurrent requests per trace-api instance (long-polls and event streams each hold one while they wait). With trace_api_memory it sets MAX_CONNECTIONS and MAX_EVENT_STREAMS."
   type        = number
   default     = 80
 }
@@ -252,9 +252,47 @@ variable "trace_writer_memory" {
 }
 
 variable "trace_api_memory" {
-  description = "Memory limit of trace-api's container (a read API of small documents; a stripped binary of about 10 MB)."
+  description = "Memory limit of trace-api's container (a read API of small documents; a stripped binary of about 10 MB). With trace_api_concurrency it sets MAX_CONNECTIONS and MAX_EVENT_STREAMS."
   type        = string
   default     = "256Mi"
+
+  validation {
+    condition     = can(regex("^[0-9]+(Mi|Gi)$", var.trace_api_memory))
+    error_message = "trace_api_memory must be a whole number of Mi or Gi, such as 512Mi."
+  }
+}
+
+variable "header_read_timeout_seconds" {
+  description = "HEADER_READ_TIMEOUT_SECONDS of both services: from a new connection, or the first byte of a request on a kept-alive one, to the end of the request head; past it the connection is closed."
+  type        = number
+  default     = 10
+
+  validation {
+    condition     = var.header_read_timeout_seconds > 0 && var.header_read_timeout_seconds <= 60
+    error_message = "header_read_timeout_seconds must be in (0, 60]."
+  }
+}
+
+variable "body_read_timeout_seconds" {
+  description = "BODY_READ_TIMEOUT_SECONDS of both services: a request body must arrive within this many seconds of its first read, else 408 and the connection is closed. Must stay below trace-writer's 60 s request timeout."
+  type        = number
+  default     = 30
+
+  validation {
+    condition     = var.body_read_timeout_seconds > 0 && var.body_read_timeout_seconds < 60
+    error_message = "body_read_timeout_seconds must be in (0, 60)."
+  }
+}
+
+variable "idle_timeout_seconds" {
+  description = "IDLE_TIMEOUT_SECONDS of both services: how long a kept-alive connection waits for its next request, and a response for the client to take more of it. At least header_read_timeout_seconds."
+  type        = number
+  default     = 60
+
+  validation {
+    condition     = var.idle_timeout_seconds > 0 && var.idle_timeout_seconds <= 3600
+    error_message = "idle_timeout_seconds must be in (0, 3600]."
+  }
 }
 
 variable "rust_log" {

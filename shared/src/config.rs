@@ -37,12 +37,116 @@ fn default_port() -> u16 {
     8080
 }
 
+fn default_header_read_timeout() -> f64 {
+    10.0
+}
+
+fn default_body_read_timeout() -> f64 {
+    30.0
+}
+
+fn default_idle_timeout() -> f64 {
+    60.0
+}
+
+/// What an instance with Terraform's defaults (concurrency 80, 256 MiB) is given; see
+/// [`ConnectionLimits`] for how Terraform derives it.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 176;
+
+fn default_max_connections() -> usize {
+    DEFAULT_MAX_CONNECTIONS
+}
+
 /// The HTTP side of a function.
 #[derive(Debug, Clone, Deserialize)]
 pub struct ServerConfig {
     /// Listen port; Cloud Run sets `PORT`.
     #[serde(default = "default_port")]
     pub port: u16,
+    /// From a new connection, or the first byte of a request on a kept-alive one, to the
+    /// end of the request head.
+    #[serde(default = "default_header_read_timeout")]
+    pub header_read_timeout_seconds: f64,
+    /// From the first read of a request body to its end; past it the answer is 408.
+    #[serde(default = "default_body_read_timeout")]
+    pub body_read_timeout_seconds: f64,
+    /// How long a kept-alive connection may wait for its next request, and a response
+    /// may wait for the client to take more of it.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout_seconds: f64,
+    /// Open connections per instance; past it a new one is answered 503 at once.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+}
+
+/// The deadlines and the bound every connection of a function is held to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    pub header_read_timeout: Duration,
+    pub body_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_connections: usize,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        ConnectionLimits {
+            header_read_timeout: Duration::from_secs_f64(default_header_read_timeout()),
+            body_read_timeout: Duration::from_secs_f64(default_body_read_timeout()),
+            idle_timeout: Duration::from_secs_f64(default_idle_timeout()),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+        }
+    }
+}
+
+/// An hour is longer than any request Cloud Run lets through (its longest timeout).
+const MAX_DEADLINE_SECONDS: f64 = 3600.0;
+
+fn deadline(name: &str, seconds: f64) -> Result<Duration, ConfigError> {
+    if seconds > 0.0 && seconds <= MAX_DEADLINE_SECONDS {
+        Ok(Duration::from_secs_f64(seconds))
+    } else {
+        Err(ConfigError(format!(
+            "{name} must be more than 0 and at most {MAX_DEADLINE_SECONDS}, got {seconds}"
+        )))
+    }
+}
+
+impl ServerConfig {
+    /// Reads the section and checks what envy cannot.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let config: Self = from_env()?;
+        config.limits()?;
+        Ok(config)
+    }
+
+    pub fn limits(&self) -> Result<ConnectionLimits, ConfigError> {
+        let limits = ConnectionLimits {
+            header_read_timeout: deadline(
+                "HEADER_READ_TIMEOUT_SECONDS",
+                self.header_read_timeout_seconds,
+            )?,
+            body_read_timeout: deadline(
+                "BODY_READ_TIMEOUT_SECONDS",
+                self.body_read_timeout_seconds,
+            )?,
+            idle_timeout: deadline("IDLE_TIMEOUT_SECONDS", self.idle_timeout_seconds)?,
+            max_connections: self.max_connections,
+        };
+        if limits.max_connections == 0 {
+            return Err(ConfigError("MAX_CONNECTIONS must be at least 1".into()));
+        }
+        // A kept-alive connection waits for its next request's first byte for the idle
+        // timeout; hyper's own timer, which bounds that wait, also runs while the head
+        // arrives, so a shorter idle timeout would cut heads the header timeout allows.
+        if limits.idle_timeout < limits.header_read_timeout {
+            return Err(ConfigError(format!(
+                "IDLE_TIMEOUT_SECONDS ({}) must not be shorter than HEADER_READ_TIMEOUT_SECONDS ({})",
+                self.idle_timeout_seconds, self.header_read_timeout_seconds
+            )));
+        }
+        Ok(limits)
+    }
 }
 
 fn default_mongo_uri() -> String {
@@ -187,6 +291,7 @@ mod tests {
         assert_eq!(db.store_write, StoreWrite::Pipeline);
         let server: ServerConfig = from_iter(vars(&[])).unwrap();
         assert_eq!(server.port, 8080);
+        assert_eq!(server.limits().unwrap(), ConnectionLimits::default());
     }
 
     #[test]
@@ -198,6 +303,43 @@ mod tests {
         let config = from_iter::<DatabaseConfig>(vars(&[("DB_TIMEOUT_SECONDS", "-1")])).unwrap();
         let error = DatabaseConfig::checked(config).unwrap_err();
         assert!(error.to_string().contains("DB_TIMEOUT_SECONDS"), "{error}");
+    }
+
+    #[test]
+    fn connection_limits_are_read_and_checked() {
+        let server: ServerConfig = from_iter(vars(&[
+            ("HEADER_READ_TIMEOUT_SECONDS", "0.5"),
+            ("BODY_READ_TIMEOUT_SECONDS", "2"),
+            ("IDLE_TIMEOUT_SECONDS", "3"),
+            ("MAX_CONNECTIONS", "40"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            server.limits().unwrap(),
+            ConnectionLimits {
+                header_read_timeout: Duration::from_millis(500),
+                body_read_timeout: Duration::from_secs(2),
+                idle_timeout: Duration::from_secs(3),
+                max_connections: 40,
+            }
+        );
+        for (name, value) in [
+            ("HEADER_READ_TIMEOUT_SECONDS", "0"),
+            ("BODY_READ_TIMEOUT_SECONDS", "-1"),
+            ("IDLE_TIMEOUT_SECONDS", "7200"),
+            ("MAX_CONNECTIONS", "0"),
+            ("IDLE_TIMEOUT_SECONDS", "5"),
+        ] {
+            let mut given = vec![(name, value)];
+            if value == "5" {
+                given.push(("HEADER_READ_TIMEOUT_SECONDS", "6"));
+            }
+            let server: ServerConfig = from_iter(vars(&given)).unwrap();
+            let error = server.limits().unwrap_err();
+            assert!(error.to_string().contains(name), "{name}={value}: {error}");
+        }
+        let error = from_iter::<ServerConfig>(vars(&[("MAX_CONNECTIONS", "-3")])).unwrap_err();
+        assert!(error.to_string().contains("MAX_CONNECTIONS"), "{error}");
     }
 
     #[test]

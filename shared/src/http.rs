@@ -1,7 +1,10 @@
 //! The HTTP shell both functions share: start-up, health routes, request bounds and
 //! graceful shutdown, in the manner of Google's Functions Framework.
 
+mod limits;
+
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
@@ -9,10 +12,14 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use hyper_util::server::graceful::GracefulShutdown;
 use serde_json::json;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
-use crate::config::{ConfigError, DatabaseConfig, ServerConfig};
+pub use limits::{CONNECTION_BYTES, MAX_READ_BUFFER_BYTES};
+
+use crate::config::{ConfigError, ConnectionLimits, DatabaseConfig, ServerConfig};
 use crate::store::TraceStore;
 
 /// Cloud Run allows 10 s between SIGTERM and SIGKILL; finish in-flight work well inside it.
@@ -30,7 +37,7 @@ pub struct Startup {
 /// waits for the database.
 pub async fn startup(function: &'static str) -> Result<Startup, ConfigError> {
     crate::telemetry::init();
-    let server: ServerConfig = crate::config::from_env()?;
+    let server = ServerConfig::from_env()?;
     let database = DatabaseConfig::from_env()?;
     let store = TraceStore::connect(&database)
         .await
@@ -113,37 +120,96 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// Serves `router` until `shutdown` resolves, then stops accepting and lets in-flight
-/// requests finish for at most [`DRAIN_DEADLINE`].
+/// Serves `router` with the default [`ConnectionLimits`]; see [`serve_with`].
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(listener, router).with_graceful_shutdown(async move {
-        shutdown.await;
-        tracing::info!("shutting down: no new connections, draining in-flight requests");
-        let _ = stopping_tx.send(());
-    });
-    let deadline = async {
-        if stopping_rx.await.is_ok() {
-            tokio::time::sleep(DRAIN_DEADLINE).await;
-        } else {
-            std::future::pending::<()>().await;
-        }
-    };
-    tokio::select! {
-        result = server => result,
-        _ = deadline => {
-            tracing::warn!("drain deadline reached; exiting with requests still open");
-            Ok(())
-        }
-    }
+    serve_with(listener, router, ConnectionLimits::default(), shutdown).await
 }
 
-/// Binds `0.0.0.0:$PORT` and serves until SIGTERM.
-pub async fn serve_on_port(function: &'static str, port: u16, router: Router) {
+/// Refusing a connection is cheap but not free (a socket and a few KiB for up to a
+/// second): a flood past this many at once is closed without an answer.
+const MAX_REFUSALS: usize = 1024;
+
+/// How long accepting pauses after the process ran out of file descriptors or memory, so
+/// that the loop does not spin while connections close.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Serves `router` over HTTP/1.1 until `shutdown` resolves, then stops accepting and lets
+/// in-flight requests finish for at most [`DRAIN_DEADLINE`]. Every connection is held to
+/// `limits` (module `limits`); past `limits.max_connections` open connections a new one
+/// is answered 503 with `Retry-After` and closed.
+pub async fn serve_with(
+    listener: TcpListener,
+    router: Router,
+    limits: ConnectionLimits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let connections = Arc::new(Semaphore::new(limits.max_connections));
+    let refusals = Arc::new(Semaphore::new(MAX_REFUSALS));
+    let graceful = GracefulShutdown::new();
+    let trim = Arc::new(limits::Trim::new());
+    let open =
+        move |connections: &Semaphore| limits.max_connections - connections.available_permits();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    tracing::warn!(%error, "could not accept a connection");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        match connections.clone().try_acquire_owned() {
+            Ok(permit) => {
+                trim.opened(open(&connections));
+                let connection =
+                    limits::serve_connection(stream, router.clone(), limits, &graceful);
+                let (connections, trim) = (connections.clone(), trim.clone());
+                tokio::spawn(async move {
+                    connection.await;
+                    drop(permit);
+                    trim.closed(open(&connections));
+                });
+            }
+            Err(_) => {
+                if let Ok(refusing) = refusals.clone().try_acquire_owned() {
+                    tokio::spawn(async move {
+                        limits::refuse(stream).await;
+                        drop(refusing);
+                    });
+                }
+                tracing::debug!(
+                    max_connections = limits.max_connections,
+                    "connection bound reached; refused a connection"
+                );
+            }
+        }
+    }
+    drop(listener);
+    tracing::info!("shutting down: no new connections, draining in-flight requests");
+    if tokio::time::timeout(DRAIN_DEADLINE, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("drain deadline reached; exiting with requests still open");
+    }
+    Ok(())
+}
+
+/// Binds `0.0.0.0:$PORT` and serves until SIGTERM, with the configured limits.
+pub async fn serve_on_port(function: &'static str, server: &ServerConfig, router: Router) {
+    let port = server.port;
+    let limits = server
+        .limits()
+        .unwrap_or_else(|error| exit_on_config_error(function, error));
     let listener = match TcpListener::bind(("0.0.0.0", port)).await {
         Ok(listener) => listener,
         Err(error) => {
@@ -152,8 +218,16 @@ pub async fn serve_on_port(function: &'static str, port: u16, router: Router) {
             std::process::exit(1);
         }
     };
-    tracing::info!(function, port, "listening");
-    if let Err(error) = serve(listener, router, shutdown_signal()).await {
+    tracing::info!(
+        function,
+        port,
+        header_read_timeout_seconds = limits.header_read_timeout.as_secs_f64(),
+        body_read_timeout_seconds = limits.body_read_timeout.as_secs_f64(),
+        idle_timeout_seconds = limits.idle_timeout.as_secs_f64(),
+        max_connections = limits.max_connections,
+        "listening"
+    );
+    if let Err(error) = serve_with(listener, router, limits, shutdown_signal()).await {
         tracing::error!(function, %error, "server failed");
         std::process::exit(1);
     }

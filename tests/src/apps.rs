@@ -8,6 +8,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use job_trace::config::ConnectionLimits;
+
 use crate::{free_port, project_root, spawn_tied};
 
 /// A router served on `127.0.0.1:<free port>` by the shared HTTP shell, until the test's
@@ -25,13 +27,19 @@ impl Served {
 
 /// Serves `router` in this process.
 pub async fn serve(router: axum::Router) -> Served {
+    serve_limited(router, ConnectionLimits::default()).await
+}
+
+/// Serves `router` in this process, its connections held to `limits`.
+pub async fn serve_limited(router: axum::Router, limits: ConnectionLimits) -> Served {
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
         .await
         .expect("bind a loopback port");
     let addr = listener.local_addr().expect("local address");
-    tokio::spawn(job_trace::http::serve(
+    tokio::spawn(job_trace::http::serve_with(
         listener,
         router,
+        limits,
         std::future::pending(),
     ));
     Served {

@@ -89,7 +89,10 @@ fn writer_starts(env: &[(String, String)]) -> Result<WriterConfig, String> {
 }
 
 fn shared_config_loads(env: &[(String, String)]) -> Result<(), String> {
-    from_iter::<ServerConfig>(env.to_vec()).map_err(|e| e.to_string())?;
+    from_iter::<ServerConfig>(env.to_vec())
+        .map_err(|e| e.to_string())?
+        .limits()
+        .map_err(|e| e.to_string())?;
     let database = from_iter::<DatabaseConfig>(env.to_vec()).map_err(|e| e.to_string())?;
     DatabaseConfig::checked(database)
         .map(|_| ())
@@ -345,6 +348,94 @@ fn trace_writer_memory_bound_is_the_codes() {
     assert!(fits(vec![("trace_writer_memory", Value::from("128Mi"))]));
     assert!(fits(vec![("trace_writer_memory", Value::from("1Gi"))]));
     assert!(!fits(vec![("trace_writer_memory", Value::from("100Mi"))]));
+}
+
+/// Each service's `MAX_CONNECTIONS` is what its concurrency and memory allow (twice the
+/// concurrency and 16 for probes, at most an eighth of the memory at the code's
+/// `CONNECTION_BYTES` each), trace-api's `MAX_EVENT_STREAMS` never more than its
+/// concurrency, and the deadlines fit the services' request timeouts.
+#[test]
+fn connection_bounds_follow_concurrency_and_memory() {
+    let terraform = Terraform::load();
+    let plan = terraform.evaluate(&deployable(vec![]));
+    let connection_kib = match plan.local("connection_kib") {
+        Value::Number(n) => n.as_u64().expect("a whole number"),
+        other => panic!("local.connection_kib is {other}"),
+    };
+    assert_eq!(
+        connection_kib * 1024,
+        job_trace::http::CONNECTION_BYTES as u64,
+        "terraform's connection_kib is not the code's CONNECTION_BYTES"
+    );
+    let expected = |concurrency: u64, memory_mib: u64| {
+        (2 * concurrency + 16).min(memory_mib * MIB / 8 / job_trace::http::CONNECTION_BYTES as u64)
+    };
+    for (concurrency, memory, memory_mib) in [
+        (80, "256Mi", 256),
+        (1, "128Mi", 128),
+        (500, "256Mi", 256),
+        (1000, "2Gi", 2048),
+    ] {
+        let plan = terraform.evaluate(&deployable(vec![
+            ("trace_writer_concurrency", Value::from(concurrency)),
+            ("trace_writer_memory", Value::from(memory)),
+            ("trace_api_concurrency", Value::from(concurrency)),
+            ("trace_api_memory", Value::from(memory)),
+        ]));
+        let case = format!("concurrency {concurrency}, memory {memory}");
+        for service in ["trace_writer", "trace_api"] {
+            let env = process_env(&terraform, &plan, service);
+            let server: ServerConfig = from_iter(env.clone()).unwrap();
+            let limits = server
+                .limits()
+                .unwrap_or_else(|e| panic!("{case}: {service}: {e}"));
+            assert_eq!(
+                limits.max_connections as u64,
+                expected(concurrency, memory_mib),
+                "{case}: {service}'s MAX_CONNECTIONS"
+            );
+            if service == "trace_api" {
+                let api = ApiConfig::from_vars(env).unwrap();
+                assert_eq!(
+                    api.max_event_streams as u64,
+                    concurrency.min(expected(concurrency, memory_mib)),
+                    "{case}: MAX_EVENT_STREAMS"
+                );
+            }
+        }
+    }
+    let writer_env: BTreeMap<String, String> = process_env(&terraform, &plan, "trace_writer")
+        .into_iter()
+        .collect();
+    assert_eq!(
+        writer_env.get("MAX_CONNECTIONS"),
+        Some(&job_trace::config::DEFAULT_MAX_CONNECTIONS.to_string()),
+        "the code's default MAX_CONNECTIONS is what Terraform's defaults give"
+    );
+    let body = terraform.number_default("body_read_timeout_seconds") as u64;
+    let writer_timeout = template_timeout(&terraform, "trace_writer");
+    assert!(
+        body < writer_timeout,
+        "a body may take {body} s, longer than trace-writer's request timeout ({writer_timeout} s)"
+    );
+    let refused = |header: i64, idle: i64| {
+        let plan = terraform.evaluate(&deployable(vec![
+            ("header_read_timeout_seconds", Value::from(header)),
+            ("idle_timeout_seconds", Value::from(idle)),
+        ]));
+        ["trace_writer", "trace_api"].map(|service| {
+            let resource = terraform.resource("google_cloud_run_v2_service", service);
+            let refused = plan.preconditions(resource).iter().any(|(holds, _)| !holds);
+            let starts = shared_config_loads(&process_env(&terraform, &plan, service)).is_ok();
+            assert_eq!(
+                refused, !starts,
+                "{service}, header {header} s, idle {idle} s"
+            );
+            refused
+        })
+    };
+    assert_eq!(refused(10, 60), [false, false]);
+    assert_eq!(refused(30, 20), [true, true]);
 }
 
 #[test]

@@ -38,6 +38,14 @@ fn default_poll_millis() -> u64 {
     500
 }
 
+/// Three quarters of the shared default `MAX_CONNECTIONS`: streams leave room for the
+/// reads that are not streams.
+pub const DEFAULT_MAX_EVENT_STREAMS: usize = 128;
+
+fn default_max_event_streams() -> usize {
+    DEFAULT_MAX_EVENT_STREAMS
+}
+
 #[derive(Deserialize)]
 struct RawApiConfig {
     #[serde(default = "default_origins")]
@@ -56,6 +64,8 @@ struct RawApiConfig {
     api_change_streams: Option<String>,
     #[serde(default = "default_poll_millis")]
     api_poll_interval_ms: u64,
+    #[serde(default = "default_max_event_streams")]
+    max_event_streams: usize,
 }
 
 /// Allowed CORS origins.
@@ -93,6 +103,8 @@ pub struct ApiConfig {
     pub change_streams: ChangeStreams,
     /// Period of the polling fallback (one query per period for all waiting requests).
     pub poll_interval: Duration,
+    /// `MAX_EVENT_STREAMS`: event streams open at once; past it 503 with `Retry-After`.
+    pub max_event_streams: usize,
 }
 
 impl Default for ApiConfig {
@@ -102,6 +114,7 @@ impl Default for ApiConfig {
             auth: Auth::None,
             change_streams: ChangeStreams::Auto,
             poll_interval: Duration::from_millis(default_poll_millis()),
+            max_event_streams: DEFAULT_MAX_EVENT_STREAMS,
         }
     }
 }
@@ -128,6 +141,7 @@ impl std::fmt::Debug for ApiConfig {
             .field("auth", &auth)
             .field("change_streams", &self.change_streams)
             .field("poll_interval", &self.poll_interval)
+            .field("max_event_streams", &self.max_event_streams)
             .finish()
     }
 }
@@ -242,11 +256,15 @@ impl ApiConfig {
                 raw.api_poll_interval_ms
             )));
         }
+        if raw.max_event_streams == 0 {
+            return Err(ConfigError("MAX_EVENT_STREAMS must be at least 1".into()));
+        }
         Ok(ApiConfig {
             origins,
             auth,
             change_streams,
             poll_interval: Duration::from_millis(raw.api_poll_interval_ms),
+            max_event_streams: raw.max_event_streams,
         })
     }
 }
@@ -265,6 +283,22 @@ mod tests {
         assert_eq!(config.origins, Origins::Any);
         assert!(config.auth == Auth::None);
         assert_eq!(config.change_streams, ChangeStreams::Auto);
+    }
+
+    #[test]
+    fn event_streams_are_bounded() {
+        assert_eq!(
+            ApiConfig::from_vars(vars(&[])).unwrap().max_event_streams,
+            DEFAULT_MAX_EVENT_STREAMS
+        );
+        let config = ApiConfig::from_vars(vars(&[("MAX_EVENT_STREAMS", "7")])).unwrap();
+        assert_eq!(config.max_event_streams, 7);
+        for bad in ["0", "-1", "many"] {
+            let error = ApiConfig::from_vars(vars(&[("MAX_EVENT_STREAMS", bad)]))
+                .err()
+                .unwrap_or_else(|| panic!("{bad:?} accepted"));
+            assert!(error.to_string().contains("MAX_EVENT_STREAMS"), "{error}");
+        }
     }
 
     #[test]

@@ -16,5 +16,5 @@ async fn main() {
         ApiConfig::from_env().unwrap_or_else(|error| exit_on_config_error(FUNCTION, error));
     tracing::info!(function = FUNCTION, ?config, "configured");
     let router = trace_api::app(startup.store.clone(), config);
-    serve_on_port(FUNCTION, startup.server.port, router).await;
+    serve_on_port(FUNCTION, &startup.server, router).await;
 }

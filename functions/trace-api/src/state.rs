@@ -18,7 +18,12 @@ pub struct AppState {
 impl AppState {
     pub fn new(store: TraceStore, config: &ApiConfig) -> Self {
         AppState {
-            watcher: Watcher::new(store.clone(), config.change_streams, config.poll_interval),
+            watcher: Watcher::new(
+                store.clone(),
+                config.change_streams,
+                config.poll_interval,
+                config.max_event_streams,
+            ),
             auth: Arc::new(Authenticator::new(&config.auth)),
             store,
         }

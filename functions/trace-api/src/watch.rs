@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use job_trace::store::{ChangeFeed, Fingerprint};
 use job_trace::TraceStore;
-use tokio::sync::watch;
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::config::ChangeStreams;
 
@@ -52,6 +52,14 @@ struct Inner {
     streams: ChangeStreams,
     poll_interval: Duration,
     shared: Mutex<Shared>,
+    /// The event streams that may be open at once (`MAX_EVENT_STREAMS`).
+    open_streams: Arc<Semaphore>,
+    max_streams: usize,
+}
+
+/// One open event stream's place under `MAX_EVENT_STREAMS`; dropping it frees the place.
+pub struct StreamSlot {
+    _permit: OwnedSemaphorePermit,
 }
 
 struct Shared {
@@ -97,12 +105,19 @@ impl Drop for Subscription {
 }
 
 impl Watcher {
-    pub fn new(store: TraceStore, streams: ChangeStreams, poll_interval: Duration) -> Self {
+    pub fn new(
+        store: TraceStore,
+        streams: ChangeStreams,
+        poll_interval: Duration,
+        max_streams: usize,
+    ) -> Self {
         Watcher {
             inner: Arc::new(Inner {
                 store,
                 streams,
                 poll_interval,
+                open_streams: Arc::new(Semaphore::new(max_streams)),
+                max_streams,
                 shared: Mutex::new(Shared {
                     slots: HashMap::new(),
                     running: false,
@@ -114,6 +129,17 @@ impl Watcher {
 
     pub fn mode(&self) -> Mode {
         self.inner.lock().mode
+    }
+
+    /// A place for one more event stream, or `None` when `MAX_EVENT_STREAMS` are open.
+    pub fn open_stream(&self) -> Option<StreamSlot> {
+        let permit = self.inner.open_streams.clone().try_acquire_owned().ok()?;
+        Some(StreamSlot { _permit: permit })
+    }
+
+    /// The bound [`Watcher::open_stream`] holds streams to.
+    pub fn max_streams(&self) -> usize {
+        self.inner.max_streams
     }
 
     /// Subscribes to one trace. Subscribe *before* reading the trace, so that no change

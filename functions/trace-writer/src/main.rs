@@ -29,5 +29,5 @@ async fn main() {
         ),
     }
     let router = trace_writer::app(startup.store.clone(), config);
-    serve_on_port(FUNCTION, startup.server.port, router).await;
+    serve_on_port(FUNCTION, &startup.server, router).await;
 }

@@ -24,7 +24,7 @@ use crate::etag;
 use crate::params;
 use crate::routes::{docs, parse_with_id, read, Call, RawId, Rendered};
 use crate::state::AppState;
-use crate::watch::Subscription;
+use crate::watch::{StreamSlot, Subscription};
 
 pub const HEARTBEAT: Duration = Duration::from_secs(15);
 /// Below Cloud Run's default request timeout (300 s).
@@ -43,6 +43,8 @@ struct Feed {
     first: Option<Rendered>,
     done: bool,
     deadline: Instant,
+    /// Held while the stream is open, so that `MAX_EVENT_STREAMS` bounds open streams.
+    _slot: StreamSlot,
 }
 
 fn event(rendered: &Rendered) -> Event {
@@ -134,6 +136,15 @@ pub async fn stream(
         .and_then(|value| value.to_str().ok())
         .map(str::to_owned);
 
+    // A stream holds its connection, a subscription and a task for up to STREAM_LIFETIME:
+    // past the bound the client is told to come back (job-status.js retries a 503 and then
+    // falls back to long-polls).
+    let slot = state.watcher.open_stream().ok_or_else(|| {
+        ApiError::Unavailable(format!(
+            "{} event streams open (MAX_EVENT_STREAMS); refused one more",
+            state.watcher.max_streams()
+        ))
+    })?;
     let subscription = state.watcher.subscribe(message_id.as_str());
     let rendered = read(&state, &principal, &message_id, include_history)
         .await?
@@ -158,6 +169,7 @@ pub async fn stream(
         subscription,
         done: false,
         deadline: Instant::now() + STREAM_LIFETIME,
+        _slot: slot,
     };
     let events = futures::stream::unfold(feed, Feed::next);
     let mut response = Sse::new(events)
