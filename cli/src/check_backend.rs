@@ -11,6 +11,7 @@ use job_trace::indexes::seed_index_set;
 use job_trace::model::{JobStatus, JobType};
 use job_trace::rules::{self, Change, JobDetails};
 use job_trace::store::check::Scratch;
+use job_trace::store::ops::JobsQuery;
 use job_trace::store::{StoreError, UserQuery};
 use job_trace::TraceStore;
 use serde_json::json;
@@ -144,6 +145,87 @@ async fn list_query(store: &TraceStore) -> Result<(), String> {
     }
 }
 
+/// What trace-writer does with `COMPLETIONS_TOPIC` set: a terminal change written and
+/// read back in one command (`findAndModify`; with `pipeline`, an update pipeline), its
+/// pending notification removed with `$pull`.
+async fn completion_writes(store: &TraceStore, message_id: &str) -> Result<(), String> {
+    let changes = history(message_id);
+    store
+        .apply_returning(&changes[1].clone().notifying(bson::DateTime::now()))
+        .await
+        .map_err(describe)?;
+    let ended = changes[2].clone().notifying(bson::DateTime::now());
+    let owed = ended
+        .completion()
+        .ok_or("a failed event owes a notification")?;
+    let written = store.apply_returning(&ended).await.map_err(describe)?;
+    if !written
+        .pending_completions
+        .iter()
+        .any(|p| p.dedupe_key == owed.dedupe_key)
+    {
+        return Err("the written trace does not hold the notification it owes".to_owned());
+    }
+    store
+        .settle_completions(&id(message_id), &[owed.dedupe_key])
+        .await
+        .map_err(describe)?;
+    let settled = store
+        .get(&id(message_id))
+        .await
+        .map_err(describe)?
+        .ok_or("the trace was not stored")?;
+    if settled.pending_completions.is_empty() {
+        Ok(())
+    } else {
+        Err("$pull left the published notification in the trace".to_owned())
+    }
+}
+
+/// The operators' views and the sweep: a job queued long ago is listed as stalled
+/// (`find` sorted on `updated_at`), counted by the stats `aggregate`, and swept by the
+/// sweep's conditional write.
+async fn operator_views(store: &TraceStore) -> Result<(), String> {
+    let message_id = format!("check-stalled-{}", store.write_strategy().as_str());
+    store
+        .apply(&history(&message_id)[1])
+        .await
+        .map_err(describe)?;
+    let now = bson::DateTime::now();
+    let stalled = store
+        .list_jobs(&JobsQuery {
+            stalled_before: Some(now),
+            statuses: Vec::new(),
+            job_type: None,
+            limit: 50,
+            skip: 0,
+        })
+        .await
+        .map_err(describe)?;
+    let Some(trace) = stalled
+        .jobs
+        .iter()
+        .find(|trace| trace.message_id == message_id)
+    else {
+        return Err("a job queued long ago was not listed as stalled".to_owned());
+    };
+    let stats = store
+        .stats(bson::DateTime::from_millis(0))
+        .await
+        .map_err(describe)?;
+    if stats.jobs == 0 {
+        return Err("the stats aggregate counted no jobs".to_owned());
+    }
+    let sweep = Change::swept(trace, 60, now).ok_or("a queued job cannot be swept")?;
+    if !store.sweep(&sweep).await.map_err(describe)? {
+        return Err("the sweep's conditional write did not apply".to_owned());
+    }
+    match store.get(&id(&message_id)).await.map_err(describe)? {
+        Some(swept) if swept.status == JobStatus::Failed => Ok(()),
+        _ => Err("the swept job is not failed".to_owned()),
+    }
+}
+
 async fn change_feed(store: &TraceStore) -> Result<(), String> {
     let mut feed = store
         .change_feed(Duration::from_secs(1))
@@ -224,6 +306,28 @@ pub async fn run(config: &DatabaseConfig) -> Result<Report, Failure> {
             ),
             race_first_writes(&scratch, write).await,
             "racing first writes of one job fail (503, redelivered) or make two documents",
+        );
+        check(
+            &mut checks,
+            format!(
+                "completion notifications: findAndModify and $pull ({})",
+                write.as_str()
+            ),
+            completion_writes(
+                &scratch.store(write),
+                &format!("check-completion-{}", write.as_str()),
+            )
+            .await,
+            "leave COMPLETIONS_TOPIC unset with this STORE_WRITE: every push owing a notification would be answered 503",
+        );
+        check(
+            &mut checks,
+            format!(
+                "operators' listing, stats aggregate and sweep ({})",
+                write.as_str()
+            ),
+            operator_views(&scratch.store(write)).await,
+            "GET /api/v1/jobs and /api/v1/jobs/stats answer 503; jobtrace sweep fails",
         );
         if writes && races && store_write.is_none() {
             store_write = Some(write);

@@ -86,6 +86,10 @@ async fn every_feature_works_on_secantusdb_and_nothing_is_left_behind() {
         "STORE_WRITE=cas",
         "duplicate key answer (8 racing first writes, pipeline)",
         "duplicate key answer (8 racing first writes, cas)",
+        "completion notifications: findAndModify and $pull (pipeline)",
+        "completion notifications: findAndModify and $pull (cas)",
+        "operators' listing, stats aggregate and sweep (pipeline)",
+        "operators' listing, stats aggregate and sweep (cas)",
         "$facet list query",
         "change stream",
         "removing the scratch collection",
@@ -108,7 +112,7 @@ async fn every_feature_works_on_secantusdb_and_nothing_is_left_behind() {
     assert_eq!(report["recommended"]["STORE_WRITE"], "pipeline");
     assert_eq!(report["recommended"]["API_CHANGE_STREAMS"], "auto");
     let checks = report["checks"].as_array().unwrap();
-    assert_eq!(checks.len(), 9, "{report:#}");
+    assert_eq!(checks.len(), 13, "{report:#}");
     for check in checks {
         assert!(check["feature"].is_string(), "{check}");
         assert_eq!(check["works"], true, "{check}");
