@@ -21,7 +21,7 @@ use job_trace_tests::node::{browser, NodeScript};
 use job_trace_tests::{fresh_store, project_root};
 use serde_json::{json, Value};
 use trace_api::ApiConfig;
-use writer_common::{event_push, Writer};
+use writer_common::{event_push_at, Writer};
 
 fn header<'a>(response: &'a reqwest::Response, name: &str) -> &'a str {
     response
@@ -202,26 +202,27 @@ async fn the_page_shows_a_users_jobs_change_live_when_trace_writer_records_them(
     )
     .await;
 
-    let occurred = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let now = chrono::Utc::now();
+    let occurred = now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let pushes = json!({
-        to_succeed: event_push(to_succeed, json!({
+        to_succeed: event_push_at(to_succeed, json!({
             "status": "success", "attempt": 1, "occurred_at": occurred,
             "result": {"status": "success", "checked": 12},
-        })),
-        to_fail: event_push(to_fail, json!({
+        }), now),
+        to_fail: event_push_at(to_fail, json!({
             "status": "failed", "attempt": 1, "occurred_at": occurred,
             "error": "Timed out after 30 s waiting for suumo.jp (attempt 1 of 1)",
-        })),
+        }), now),
     });
     let expect = json!({ to_succeed: "success", to_fail: "failed" });
     let reported = render_time(now_minus(5));
     let note = "物件 5 of 12: https://suumo.jp/ms/chuko/tokyo/sc_nerima/nc_95551234/";
     let progress = json!({
         to_succeed: {
-            "push": event_push(to_succeed, json!({
+            "push": event_push_at(to_succeed, json!({
                 "status": "progress", "attempt": 1, "done": 5, "total": 12,
                 "note": note, "occurred_at": reported,
-            })),
+            }), now),
             "count": "5 / 12 (41 %)",
             "note": note,
         },
@@ -332,13 +333,15 @@ async fn the_operations_view_shows_stalled_jobs_failures_and_counts_live() {
         ],
     )
     .await;
-    let occurred = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    let push = event_push(
+    let now = chrono::Utc::now();
+    let occurred = now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let push = event_push_at(
         stalled,
         json!({
             "status": "success", "attempt": 1, "occurred_at": occurred,
             "result": {"status": "success", "checked": 3},
         }),
+        now,
     )
     .to_string();
     let counts = json!({"queued": 1, "processing": 1, "success": 1, "failed": 1, "not_found": 0})

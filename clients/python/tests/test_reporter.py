@@ -335,7 +335,10 @@ RESULT_CASES = {
     "an empty field name": {"ok": {"": 1}},
     "a field name with NUL": {"a\0b": 1},
     "a field name like __x__": {"deep": [{"__x__": 1}]},
-    "names that are fine": {"___": 1, "__": 2, "_x_": 3, "$x": 4},
+    "names that are fine": {"___": 1, "__": 2, "_x_": 3, "x$": 4, "n" * 1493: 5},
+    "a field name starting with $": {"ok": {"$set": {"status": "x"}}},
+    "a field name over 1500 bytes": {"n" * 1501: 1},
+    "a field path over 1500 bytes": {"a" * 700: {"b" * 700: {"c" * 100: 1}}},
 }
 
 ERROR_CASES = {
@@ -416,6 +419,9 @@ class TestBounds:
             "an empty field name",
             "a field name with NUL",
             "a field name like __x__",
+            "a field name starting with $",
+            "a field name over 1500 bytes",
+            "a field path over 1500 bytes",
         }
 
 

@@ -205,9 +205,16 @@ pub fn job_push(url: Option<&str>) -> (String, Value) {
 
 /// A status event push about `job`.
 pub fn event_push(job: &str, event: Value) -> Value {
+    event_push_at(job, event, PUBLISHED.parse().expect("RFC 3339"))
+}
+
+/// [`event_push`] published at `published`: a push whose `occurred_at` is now must be
+/// published about now too, or the writer takes `occurred_at` for implausible and records
+/// the publish time instead.
+pub fn event_push_at(job: &str, event: Value, published: chrono::DateTime<chrono::Utc>) -> Value {
     let mut data = event;
     data["message_id"] = json!(job);
-    message(&new_id(), data.to_string().as_bytes())
+    PushMessage::new(new_id(), data.to_string(), published)
         .status_event(job)
         .wrapped(SUBSCRIPTION)
 }

@@ -17,6 +17,9 @@ from typing import Any, Optional, Tuple
 MAX_ERROR_BYTES = 2048
 MAX_RESULT_BYTES = 64 * 1024
 MAX_RESULT_DEPTH = 16
+# Firestore's limits on a field name and on a field's path (`result.a.b`), in bytes.
+MAX_FIELD_NAME_BYTES = 1500
+MAX_FIELD_PATH_BYTES = 1500
 ELLIPSIS = "\u2026"
 
 _I64_MIN = -(2**63)
@@ -215,34 +218,42 @@ def result_bytes(value: Any) -> int:
 def _bad_name(name: str) -> bool:
     raw = name.encode("utf-8")
     return (
-        not raw or "\0" in name or (len(raw) >= 4 and name.startswith("__") and name.endswith("__"))
+        not raw
+        or "\0" in name
+        or name.startswith("$")
+        or len(raw) > MAX_FIELD_NAME_BYTES
+        or (len(raw) >= 4 and name.startswith("__") and name.endswith("__"))
     )
 
 
 def unstorable(value: Any, depth: int = 1) -> Optional[str]:
     """Why the database could not store `value` as a trace's result, or None."""
-    stack = [(value, depth)]
+    stack = [(value, depth, len("result"))]
     while stack:
-        item, level = stack.pop()
+        item, level, path = stack.pop()
         if isinstance(item, dict):
             if level > MAX_RESULT_DEPTH:
                 return f"nested deeper than {MAX_RESULT_DEPTH} levels"
             for name, child in item.items():
                 if _bad_name(name):
                     return f"field name {name!r} cannot be stored"
-                stack.append((child, level + 1))
+                child_path = path + 1 + len(name.encode("utf-8"))
+                if child_path > MAX_FIELD_PATH_BYTES:
+                    return f"a field path is longer than {MAX_FIELD_PATH_BYTES} bytes"
+                stack.append((child, level + 1, child_path))
         elif isinstance(item, list):
             if level > MAX_RESULT_DEPTH:
                 return f"nested deeper than {MAX_RESULT_DEPTH} levels"
-            stack.extend((child, level + 1) for child in item)
+            stack.extend((child, level + 1, path) for child in item)
     return None
 
 
 def bound_result(result: Any) -> Tuple[Any, Optional[str]]:
     """`result` as the trace will hold it, and why it was replaced (None when kept).
 
-    Like trace-writer: over 65536 bytes, nested deeper than 16, or with an empty,
-    NUL-holding or ``__x__`` field name, the result becomes
+    Like trace-writer: over 65536 bytes, nested deeper than 16, with an empty,
+    NUL-holding, ``$``-leading, ``__x__`` or over 1500-byte field name, or a field path
+    over 1500 bytes, the result becomes
     ``{"truncated": true, "original_bytes": N}``.
     """
     value = normalize_result(result)
