@@ -1,14 +1,14 @@
 use super::*;
 
-fn id() -> MessageId {
+pub(super) fn id() -> MessageId {
     MessageId::parse("1234567890").unwrap()
 }
 
-fn at(seconds: i64) -> bson::DateTime {
+pub(super) fn at(seconds: i64) -> bson::DateTime {
     bson::DateTime::from_millis(1_685_622_896_789 + seconds * 1000)
 }
 
-fn job() -> Change {
+pub(super) fn job() -> Change {
     Change::queued(
         id(),
         at(0),

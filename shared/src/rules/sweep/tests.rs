@@ -3,30 +3,9 @@
 
 use proptest::prelude::*;
 
-use super::super::{apply, apply_to, replay, stored_key, Change, JobDetails};
-use crate::ids::{LineUserId, MessageId};
-use crate::model::{JobStatus, JobType, TraceDocument};
-
-fn id() -> MessageId {
-    MessageId::parse("1234567890").unwrap()
-}
-
-fn at(seconds: i64) -> bson::DateTime {
-    bson::DateTime::from_millis(1_685_622_896_789 + seconds * 1000)
-}
-
-fn job() -> Change {
-    Change::queued(
-        id(),
-        at(0),
-        JobDetails {
-            job_type: JobType::PropertyScrape,
-            url: Some("https://suumo.jp/ms/chuko/".into()),
-            line_user_id: Some(LineUserId::parse("U1").unwrap()),
-            check_only: false,
-        },
-    )
-}
+use super::super::tests::{at, id, job};
+use super::super::{apply, apply_to, replay, stored_key, Change};
+use crate::model::{JobStatus, TraceDocument};
 
 fn event(status: JobStatus, attempt: u32, seconds: i64) -> Change {
     let error = status.is_terminal() && status != JobStatus::Success;
