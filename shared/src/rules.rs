@@ -23,6 +23,8 @@ pub use bounds::{
 pub(crate) use bounds::{cut_at_char, truncation_marker};
 use progress::apply_progress;
 pub use progress::NO_STATUS_YET;
+#[cfg(any(test, feature = "test-support"))]
+pub use sweep::standing;
 pub use sweep::{describe_seconds, still_stalled, Sweep};
 
 /// How many attempts the history keeps (the latest ones).

@@ -12,7 +12,7 @@ use job_trace::config::StoreWrite;
 use job_trace::ids::{LineUserId, MessageId};
 use job_trace::indexes::{seed_index_set, Direction, IndexSpec};
 use job_trace::model::{JobStatus, JobType, TraceDocument};
-use job_trace::rules::{self, Change, JobDetails};
+use job_trace::rules::{self, standing, Change, JobDetails};
 use job_trace::store::{StoreError, UserQuery, REVISION};
 use job_trace::TraceStore;
 use job_trace_tests::disguise::Proxy;
@@ -260,23 +260,6 @@ async fn the_store_agrees_with_the_rules_for_every_arrival_order(store: TraceSto
         failures.len(),
         failures[0]
     );
-}
-
-/// Where a job stands: what a sweep changes and a later real event restores.
-fn standing(
-    doc: &TraceDocument,
-) -> (
-    JobStatus,
-    (i64, i32),
-    Option<String>,
-    Option<bson::DateTime>,
-) {
-    (
-        doc.status,
-        rules::stored_key(doc),
-        doc.error.clone(),
-        doc.completed_at,
-    )
 }
 
 /// Histories in random arrival orders with sweeps between the arrivals: the store

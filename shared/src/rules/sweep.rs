@@ -112,5 +112,24 @@ pub(super) fn apply_sweep(doc: &TraceDocument, change: &Change, sweep: &Sweep) -
     }
 }
 
+/// Where a job stands: what a sweep changes and a later real event restores (status,
+/// key, error, completion). For the tests that compare histories with and without sweeps.
+#[cfg(any(test, feature = "test-support"))]
+pub fn standing(
+    doc: &TraceDocument,
+) -> (
+    JobStatus,
+    (i64, i32),
+    Option<String>,
+    Option<bson::DateTime>,
+) {
+    (
+        doc.status,
+        stored_key(doc),
+        doc.error.clone(),
+        doc.completed_at,
+    )
+}
+
 #[cfg(test)]
 mod tests;

@@ -4,7 +4,7 @@
 use proptest::prelude::*;
 
 use super::super::tests::{at, id, job};
-use super::super::{apply, apply_to, replay, stored_key, Change};
+use super::super::{apply, apply_to, replay, standing, stored_key, Change};
 use crate::model::{JobStatus, TraceDocument};
 
 fn event(status: JobStatus, attempt: u32, seconds: i64) -> Change {
@@ -110,23 +110,6 @@ fn real(kind: u8, attempt: u32, seconds: i64) -> Change {
         4 => event(JobStatus::NotFound, attempt, seconds),
         _ => Change::progress(id(), attempt, at(seconds), 1, 3, None),
     }
-}
-
-/// The fields that say where a job stands.
-fn standing(
-    doc: &TraceDocument,
-) -> (
-    JobStatus,
-    (i64, i32),
-    Option<String>,
-    Option<bson::DateTime>,
-) {
-    (
-        doc.status,
-        stored_key(doc),
-        doc.error.clone(),
-        doc.completed_at,
-    )
 }
 
 proptest! {
