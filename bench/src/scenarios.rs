@@ -2,6 +2,7 @@
 //! (the database alone), and the samples they give.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -263,25 +264,12 @@ impl Bench {
         endpoint: &Endpoint,
     ) -> Sample {
         let mut lines = usize::MAX;
+        let api =
+            |mode, file: &PathBuf| (mode, file.clone(), functions.api_port, functions.api.pid());
         let (mode, file, port, pid) = match scenario {
-            Scenario::Status => (
-                "status",
-                self.ids_file.clone(),
-                functions.api_port,
-                functions.api.pid(),
-            ),
-            Scenario::User => (
-                "user",
-                self.users_file.clone(),
-                functions.api_port,
-                functions.api.pid(),
-            ),
-            Scenario::Revalidate => (
-                "revalidate",
-                self.etags_file.clone(),
-                functions.api_port,
-                functions.api.pid(),
-            ),
+            Scenario::Status => api("status", &self.ids_file),
+            Scenario::User => api("user", &self.users_file),
+            Scenario::Revalidate => api("revalidate", &self.etags_file),
             Scenario::OriginalRead => (
                 "status",
                 self.ids_file.clone(),
