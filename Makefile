@@ -4,7 +4,7 @@ SHELL := bash
 TARGET_DIR := $(abspath $(or $(CARGO_TARGET_DIR),target))
 .DEFAULT_GOAL := help
 
-.PHONY: help test lint venv browser build run stop demo convergence-long fuzz bench chaos
+.PHONY: help test lint venv browser build run stop demo convergence-long fuzz bench bench-instructions chaos
 
 # Every target carries its one line of help after `##`; `make help` lists them in order.
 help: ## this list
@@ -64,6 +64,11 @@ bench: venv ## throughput, latency, CPU and memory of both functions (BENCH_QUIC
 	@bash bench/ensure-tools.sh
 	cargo build --release --locked -p trace-writer -p trace-api -p job-trace-bench
 	"$(TARGET_DIR)/release/bench"
+
+bench-instructions: venv ## user-space instructions per request under callgrind (BENCH_INSTRUCTIONS_BEFORE=DIR: compare another build's binaries)
+	@bash bench/ensure-tools.sh
+	cargo build --release --locked -p trace-writer -p trace-api -p job-trace-bench
+	BENCH_QUICK=1 BENCH_SECONDS=$${BENCH_SECONDS:-8} "$(TARGET_DIR)/release/bench" instructions
 
 # 10,000 jobs through the Pub/Sub emulator into the trace-writer binary while the
 # database is SIGKILLed twice and the writer SIGTERMed once (tests/tests/chaos.rs).

@@ -16,6 +16,8 @@ apt_install() {
 }
 
 command -v wrk >/dev/null || apt_install wrk
+# `make bench-instructions` counts with callgrind.
+command -v callgrind_control >/dev/null || apt_install valgrind
 
 if ! "$tools/bin/secantusd-rs" --version 2>/dev/null | grep -qF "$version"; then
   command -v cmake >/dev/null || apt_install cmake

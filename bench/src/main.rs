@@ -15,6 +15,7 @@
 mod counting;
 mod data;
 mod direct;
+mod instructions;
 mod memory;
 mod procstat;
 mod proxy;
@@ -44,12 +45,23 @@ fn main() {
             number(4) as u16,
         );
     }
+    if args.get(1).map(String::as_str) == Some("floor") {
+        let (Some(uri), Some(ids), Some(seconds)) = (args.get(2), args.get(3), args.get(4)) else {
+            panic!("bench floor URI IDS_FILE SECONDS");
+        };
+        instructions::floor_client(uri, ids.as_ref(), seconds.parse().expect("SECONDS"));
+    }
     let settings = Settings::from_env();
     let root = project_root();
     let bins = locate_binaries(&root);
     let work = root.join("target/bench-run");
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work).expect("work directory");
+    if args.get(1).map(String::as_str) == Some("instructions") {
+        let before = std::env::var_os("BENCH_INSTRUCTIONS_BEFORE").map(Into::into);
+        instructions::main(Bench::open(settings, bins, &work), before);
+        return;
+    }
     let machine = machine();
     let started_at = chrono::Utc::now();
     eprintln!(

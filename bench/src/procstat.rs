@@ -21,6 +21,27 @@ pub fn cpu_micros(pid: u32) -> Option<f64> {
     Some((utime + stime) / ticks_per_second() * 1e6)
 }
 
+/// Times `pid`'s threads went to sleep waiting (voluntary context switches, summed over
+/// the threads): each is a wake-up paid when what it waited for arrives. Unlike CPU
+/// time, the count hardly depends on what else the machine is doing.
+pub fn wakeups(pid: u32) -> Option<u64> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    Some(
+        tasks
+            .flatten()
+            .filter_map(|task| std::fs::read_to_string(task.path().join("status")).ok())
+            .filter_map(|status| {
+                status.lines().find_map(|line| {
+                    line.strip_prefix("voluntary_ctxt_switches:")?
+                        .trim()
+                        .parse::<u64>()
+                        .ok()
+                })
+            })
+            .sum(),
+    )
+}
+
 /// A `Vm*` line of /proc/PID/status, in KiB.
 fn status_kib(pid: u32, key: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;

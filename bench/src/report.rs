@@ -85,6 +85,7 @@ pub fn build(
                 "p999_ms": pick(|s| s.p999_ms),
                 "service_cpu_us_per_request": pick(|s| s.service_cpu_us.unwrap_or(f64::NAN)),
                 "client_cpu_us_per_request": pick(|s| s.client_cpu_us.unwrap_or(f64::NAN)),
+                "wakeups_per_request": pick(|s| s.wakeups),
                 "database_cpu_us_per_request": pick(|s| s.db_cpu_us),
                 "errors": runs.iter().map(|s| s.errors).sum::<u64>(),
                 "vs_ceiling": vs_ceiling,
@@ -98,6 +99,7 @@ pub fn build(
                     "p999_ms": round(s.p999_ms),
                     "service_cpu_us_per_request": s.service_cpu_us.map(round),
                     "client_cpu_us_per_request": s.client_cpu_us.map(round),
+                    "wakeups_per_request": round(s.wakeups),
                     "database_cpu_us_per_request": round(s.db_cpu_us),
                 })).collect::<Vec<_>>(),
             }));
@@ -213,12 +215,21 @@ pub fn table(results: &Value) -> String {
     let _ = writeln!(out);
     let _ = writeln!(
         out,
-        "{:<31} {:>3}  {:<22} {:>6} {:<20} {:>8} {:>7} {:>6}  {:<18}",
-        "load", "c", "req/s", "p50 ms", "p99 ms", "p99.9 ms", "svc µs", "db µs", "÷ ceiling"
+        "{:<31} {:>3}  {:<22} {:>6} {:<20} {:>8} {:>7} {:>5} {:>6}  {:<18}",
+        "load",
+        "c",
+        "req/s",
+        "p50 ms",
+        "p99 ms",
+        "p99.9 ms",
+        "svc µs",
+        "wakes",
+        "db µs",
+        "÷ ceiling"
     );
     let _ = writeln!(
         out,
-        "(svc µs: CPU of the service process per request, from /proc; for a direct load, the direct client's own CPU per operation)"
+        "(svc µs: CPU of the service process per request, from /proc; for a direct load, the direct client's own CPU per operation; wakes: its threads' voluntary context switches per request)"
     );
     let mut last = (u64::MAX, 0);
     for load in results["loads"].as_array().into_iter().flatten() {
@@ -250,7 +261,7 @@ pub fn table(results: &Value) -> String {
         let errors = load["errors"].as_u64().unwrap_or(0);
         let _ = writeln!(
             out,
-            "{:<31} {:>3}  {:<22} {:>6} {:<20} {:>8} {:>7} {:>6}  {:<18}{}",
+            "{:<31} {:>3}  {:<22} {:>6} {:<20} {:>8} {:>7} {:>5} {:>6}  {:<18}{}",
             load["label"].as_str().unwrap_or(""),
             conns,
             cell(&load["requests_per_second"], 0),
@@ -258,6 +269,7 @@ pub fn table(results: &Value) -> String {
             cell(&load["p99_ms"], 2),
             median(&load["p999_ms"], 2),
             median(cpu, 0),
+            median(&load["wakeups_per_request"], 2),
             median(&load["database_cpu_us_per_request"], 0),
             ratio,
             if errors > 0 {

@@ -189,6 +189,9 @@ pub struct Sample {
     /// The direct client's own CPU per operation: the floor any service pays for talking
     /// to the database, whatever it does around it.
     pub client_cpu_us: Option<f64>,
+    /// Wake-ups per request of the measured process (the service, or the direct
+    /// client's): [`procstat::wakeups`].
+    pub wakeups: f64,
     pub db_cpu_us: f64,
 }
 
@@ -290,6 +293,7 @@ impl Bench {
         let threads = conns.clamp(1, 2);
         let script = project_root().join("bench/requests.lua");
         let svc_before = procstat::cpu_micros(pid).unwrap_or(0.0);
+        let wakeups_before = procstat::wakeups(pid).unwrap_or(0);
         let db_before = procstat::cpu_micros(self.db.pid()).unwrap_or(0.0);
         let output = Command::new(&self.bins.wrk)
             .arg(format!("-t{threads}"))
@@ -307,6 +311,7 @@ impl Bench {
             .output()
             .expect("run wrk");
         let svc_cpu = procstat::cpu_micros(pid).unwrap_or(0.0) - svc_before;
+        let wakeups = procstat::wakeups(pid).unwrap_or(0) - wakeups_before;
         let db_cpu = procstat::cpu_micros(self.db.pid()).unwrap_or(0.0) - db_before;
         let text = String::from_utf8_lossy(&output.stdout);
         let result = parse_wrk(&text);
@@ -345,6 +350,7 @@ impl Bench {
             p999_ms: number("p999_us") / 1000.0,
             service_cpu_us: Some(svc_cpu / requests.max(1) as f64),
             client_cpu_us: None,
+            wakeups: wakeups as f64 / requests.max(1) as f64,
             db_cpu_us: db_cpu / requests.max(1) as f64,
         }
     }
@@ -373,6 +379,7 @@ impl Bench {
         // The bench's own process is the direct client: the proxy and wrk run apart.
         let me = std::process::id();
         let client_before = procstat::cpu_micros(me).unwrap_or(0.0);
+        let wakeups_before = procstat::wakeups(me).unwrap_or(0);
         let db_before = procstat::cpu_micros(self.db.pid()).unwrap_or(0.0);
         let (rt, traces) = if scenario == Scenario::FloorFind {
             (&self.single, &endpoint.floor_traces)
@@ -389,6 +396,7 @@ impl Bench {
         ));
         let db_cpu = procstat::cpu_micros(self.db.pid()).unwrap_or(0.0) - db_before;
         let client_cpu = procstat::cpu_micros(me).unwrap_or(0.0) - client_before;
+        let wakeups = procstat::wakeups(me).unwrap_or(0) - wakeups_before;
         let rps = outcome.requests as f64 / outcome.elapsed.as_secs_f64();
         if scenario.writes() {
             self.push_rate[1] = self.push_rate[1].max(rps);
@@ -406,6 +414,7 @@ impl Bench {
             p999_ms: direct::percentile_ms(&outcome.latencies, 99.9),
             service_cpu_us: None,
             client_cpu_us: Some(client_cpu / outcome.requests.max(1) as f64),
+            wakeups: wakeups as f64 / outcome.requests.max(1) as f64,
             db_cpu_us: db_cpu / outcome.requests.max(1) as f64,
         }
     }
@@ -507,7 +516,7 @@ impl Bench {
                         self.run(scenario, c, self.settings.duration, functions, endpoint);
                     sample.run = run;
                     eprintln!(
-                        "bench: {} ms run {} c={c:<3} {:<34} {:>9.0} req/s  p50 {:>7.2} ms  p99 {:>7.2} ms  cpu {:>5.0} µs{}",
+                        "bench: {} ms run {} c={c:<3} {:<34} {:>9.0} req/s  p50 {:>7.2} ms  p99 {:>7.2} ms  cpu {:>5.0} µs  wakes {:>5.2}{}",
                         endpoint.delay_ms,
                         run + 1,
                         scenario.label().trim(),
@@ -515,6 +524,7 @@ impl Bench {
                         sample.p50_ms,
                         sample.p99_ms,
                         sample.service_cpu_us.or(sample.client_cpu_us).unwrap_or(f64::NAN),
+                        sample.wakeups,
                         if sample.errors > 0 {
                             format!("  ERRORS {}", sample.errors)
                         } else {

@@ -5,6 +5,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use job_trace_tests::spawn_tied;
@@ -93,9 +94,39 @@ pub struct Binaries {
     pub wrk: PathBuf,
 }
 
+/// Where callgrind writes, once `bench instructions` has the functions run under it.
+static CALLGRIND_DIR: OnceLock<PathBuf> = OnceLock::new();
+
+/// From now on the functions run under callgrind, writing into `dir`.
+pub fn count_instructions_into(dir: PathBuf) {
+    CALLGRIND_DIR.set(dir).expect("set once");
+}
+
+/// How long a function may take to become ready: under callgrind, start-up is slow.
+pub fn start_up_allowance() -> Duration {
+    Duration::from_secs(if CALLGRIND_DIR.get().is_some() {
+        180
+    } else {
+        30
+    })
+}
+
 /// The two functions' environment, as README's configuration table has it.
 pub fn function_command(binary: &Path, port: u16, mongo_uri: &str, database: &str) -> Command {
-    let mut command = Command::new(binary);
+    let mut command = match CALLGRIND_DIR.get() {
+        Some(dir) => {
+            let mut valgrind = Command::new("valgrind");
+            valgrind
+                .arg("--tool=callgrind")
+                .arg(format!(
+                    "--callgrind-out-file={}/callgrind.%p",
+                    dir.display()
+                ))
+                .arg(binary);
+            valgrind
+        }
+        None => Command::new(binary),
+    };
     command
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())

@@ -18,7 +18,7 @@ use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
 use crate::data;
-use crate::services::{function_command, http_status, Binaries, Process};
+use crate::services::{function_command, http_status, start_up_allowance, Binaries, Process};
 use job_trace_tests::{free_port, wait_for_port, Server};
 
 pub const DATABASE: &str = "job_trace_bench";
@@ -285,7 +285,7 @@ impl Functions {
 }
 
 fn wait_ready(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + start_up_allowance();
     while http_status(port, "GET", "/readyz", None) != Some(200) {
         assert!(
             Instant::now() < deadline,
