@@ -60,7 +60,7 @@ pub struct UserQuery {
     pub skip: u64,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct UserPage {
     pub jobs: Vec<TraceDocument>,
     /// Every stored trace that matches, readable or not.
@@ -68,6 +68,35 @@ pub struct UserPage {
     /// Traces of this page left out because they cannot be read or rendered (each is
     /// logged): one bad document must not take the whole list down.
     pub omitted_count: u64,
+}
+
+impl UserPage {
+    /// The page of [`TraceStore::list_by_user`]'s one `$facet` reply: the `jobs` facet's
+    /// readable traces, and the `total` facet's count.
+    pub fn of_facets(facets: &Document) -> UserPage {
+        let (jobs, omitted_count) = readable_traces(
+            facets
+                .get_array("jobs")
+                .map(|jobs| jobs.to_vec())
+                .unwrap_or_default(),
+        );
+        let total_count = facets
+            .get_array("total")
+            .ok()
+            .and_then(|total| total.first())
+            .and_then(Bson::as_document)
+            .and_then(|total| match total.get("n") {
+                Some(Bson::Int32(n)) => Some(*n as u64),
+                Some(Bson::Int64(n)) => Some(*n as u64),
+                _ => None,
+            })
+            .unwrap_or(0);
+        UserPage {
+            jobs,
+            total_count,
+            omitted_count,
+        }
+    }
 }
 
 /// The page's documents that can be read and rendered, and how many could not. A trace
@@ -374,34 +403,9 @@ impl TraceStore {
         self.bounded(async {
             let mut cursor = self.traces.aggregate(pipeline).await?;
             let Some(facets) = cursor.try_next().await? else {
-                return Ok(UserPage {
-                    jobs: Vec::new(),
-                    total_count: 0,
-                    omitted_count: 0,
-                });
+                return Ok(UserPage::default());
             };
-            let (jobs, omitted_count) = readable_traces(
-                facets
-                    .get_array("jobs")
-                    .map(|jobs| jobs.to_vec())
-                    .unwrap_or_default(),
-            );
-            let total_count = facets
-                .get_array("total")
-                .ok()
-                .and_then(|total| total.first())
-                .and_then(Bson::as_document)
-                .and_then(|total| match total.get("n") {
-                    Some(Bson::Int32(n)) => Some(*n as u64),
-                    Some(Bson::Int64(n)) => Some(*n as u64),
-                    _ => None,
-                })
-                .unwrap_or(0);
-            Ok(UserPage {
-                jobs,
-                total_count,
-                omitted_count,
-            })
+            Ok(UserPage::of_facets(&facets))
         })
         .await
     }
