@@ -133,7 +133,7 @@ pub async fn by_query(call: Call) -> Result<Response, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bson::{doc, oid::ObjectId, Bson, DateTime, Document};
+    use bson::{doc, oid::ObjectId, Bson, DateTime, RawDocumentBuf};
 
     /// A page of `n` traces as the store's pipeline leaves them after a full lifecycle
     /// (the bench's mix: mostly successes with a scraped result, some failures, some
@@ -197,9 +197,10 @@ mod tests {
         bson::to_vec(&reply).unwrap()
     }
 
-    /// The driver's reply bytes to the page, as the store does it.
+    /// The driver's reply bytes to the page, as the store does it (the copy is what
+    /// the driver's cursor makes of its batch).
     fn decode(reply: &[u8]) -> UserPage {
-        let facets: Document = bson::from_slice(reply).unwrap();
+        let facets = RawDocumentBuf::from_bytes(reply.to_vec()).unwrap();
         UserPage::of_facets(&facets)
     }
 
