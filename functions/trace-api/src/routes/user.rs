@@ -16,8 +16,8 @@ use crate::routes::{docs, parse_with_id, Call, RawId};
 /// A page of a user's jobs: the seed's list body.
 #[derive(Serialize, utoipa::ToSchema)]
 #[schema(as = JobList)]
-pub struct UserJobs {
-    jobs: Vec<job_trace::model::TraceView>,
+pub struct UserJobs<'a> {
+    jobs: Vec<job_trace::model::TraceView<'a>>,
     /// All the jobs that match the filters.
     total_count: u64,
     limit: u32,
@@ -30,9 +30,9 @@ pub struct UserJobs {
     omitted_count: u64,
 }
 
-impl UserJobs {
+impl<'a> UserJobs<'a> {
     /// The body of one page of `page`'s traces.
-    pub(crate) fn of(page: &UserPage, limit: u32, skip: u64, include_history: bool) -> Self {
+    pub(crate) fn of(page: &'a UserPage, limit: u32, skip: u64, include_history: bool) -> Self {
         UserJobs {
             jobs: page
                 .jobs
