@@ -265,24 +265,26 @@ fn render_optional_time(time: Option<bson::DateTime>) -> Option<String> {
     time.map(render_time)
 }
 
-/// The seed's status object, field for field and in the seed's order.
+/// The seed's status object, field for field and in the seed's order. It borrows the
+/// trace's text and result: a list page renders fifty of these, and copying them first
+/// cost more than writing them.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = JobTrace))]
-pub struct TraceView {
+pub struct TraceView<'a> {
     /// The ObjectId as hex (never `_id`).
     pub id: Option<String>,
-    pub message_id: String,
+    pub message_id: &'a str,
     pub status: JobStatus,
-    pub url: Option<String>,
-    pub line_user_id: Option<String>,
+    pub url: Option<&'a str>,
+    pub line_user_id: Option<&'a str>,
     pub check_only: Option<bool>,
     pub created_at: Option<String>,
     pub updated_at: Option<String>,
     pub started_at: Option<String>,
     pub completed_at: Option<String>,
-    pub error: Option<String>,
+    pub error: Option<&'a str>,
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
-    pub result: Option<serde_json::Value>,
+    pub result: Option<RelaxedJson<'a>>,
     /// Only while the current attempt runs and has reported progress: the seed's body
     /// for every other trace stays as it was.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -292,6 +294,33 @@ pub struct TraceView {
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(value_type = TraceDetails))]
     pub details: Option<TraceDetails>,
+}
+
+/// A stored value written as its relaxed extended JSON
+/// ([`bson::Bson::into_relaxed_extjson`], byte for byte) without building that JSON
+/// first. Results hold documents, lists, text, numbers and booleans, written as they
+/// are; anything else is rare and converted as `into_relaxed_extjson` does.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RelaxedJson<'a>(pub &'a bson::Bson);
+
+impl Serialize for RelaxedJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use bson::Bson;
+        match self.0 {
+            Bson::Document(doc) => {
+                serializer.collect_map(doc.iter().map(|(key, value)| (key, RelaxedJson(value))))
+            }
+            Bson::Array(items) => serializer.collect_seq(items.iter().map(RelaxedJson)),
+            Bson::String(text) => serializer.serialize_str(text),
+            Bson::Boolean(value) => serializer.serialize_bool(*value),
+            Bson::Int32(value) => serializer.serialize_i32(*value),
+            Bson::Int64(value) => serializer.serialize_i64(*value),
+            // Not NaN or infinite: those are `{"$numberDouble": ...}`.
+            Bson::Double(value) if value.is_finite() => serializer.serialize_f64(*value),
+            Bson::Null => serializer.serialize_unit(),
+            other => other.clone().into_relaxed_extjson().serialize(serializer),
+        }
+    }
 }
 
 /// How far the running attempt has got, as its worker last reported.
@@ -362,24 +391,24 @@ impl TraceDocument {
     }
 
     /// Renders the seed's JSON; `with_details` adds job type, attempt, expiry and history.
-    pub fn view(&self, with_details: bool) -> TraceView {
+    pub fn view(&self, with_details: bool) -> TraceView<'_> {
         TraceView {
             id: self.id.map(|id| id.to_hex()),
-            message_id: self.message_id.clone(),
+            message_id: &self.message_id,
             status: self.status,
-            url: self.url.clone(),
-            line_user_id: self.line_user_id.clone(),
+            url: self.url.as_deref(),
+            line_user_id: self.line_user_id.as_deref(),
             check_only: self.check_only,
             created_at: render_optional_time(self.created_at),
             updated_at: render_optional_time(self.updated_at),
             started_at: render_optional_time(self.started_at),
             completed_at: render_optional_time(self.completed_at),
-            error: self.error.clone(),
+            error: self.error.as_deref(),
             result: self
                 .result
-                .clone()
+                .as_ref()
                 .filter(|result| !matches!(result, bson::Bson::Null))
-                .map(bson::Bson::into_relaxed_extjson),
+                .map(RelaxedJson),
             progress: self
                 .progress
                 .as_ref()
@@ -461,6 +490,61 @@ mod tests {
                 render_time(time),
                 time.to_chrono()
                     .to_rfc3339_opts(SecondsFormat::Millis, true)
+            );
+        }
+    }
+
+    #[test]
+    fn results_are_written_as_their_relaxed_extended_json() {
+        use bson::{doc, spec::BinarySubtype, Binary, Bson, Decimal128, Regex, Timestamp};
+        let values = vec![
+            Bson::Double(1.0),
+            Bson::Double(-0.0),
+            Bson::Double(0.1),
+            Bson::Double(1e300),
+            Bson::Double(5e-324),
+            Bson::Double(f64::NAN),
+            Bson::Double(f64::NEG_INFINITY),
+            Bson::Int32(i32::MIN),
+            Bson::Int64(i64::MAX),
+            Bson::String("東京 \"quoted\" \u{0}\n".into()),
+            Bson::Boolean(false),
+            Bson::Null,
+            Bson::Array(vec![]),
+            Bson::Document(doc! {}),
+            Bson::ObjectId(bson::oid::ObjectId::from_bytes([7; 12])),
+            Bson::DateTime(bson::DateTime::from_millis(1_685_622_896_789)),
+            Bson::DateTime(bson::DateTime::from_millis(-1)),
+            Bson::DateTime(bson::DateTime::MAX),
+            Bson::Binary(Binary {
+                subtype: BinarySubtype::Generic,
+                bytes: vec![0, 255],
+            }),
+            Bson::RegularExpression(Regex {
+                pattern: "a+".into(),
+                options: "xi".into(),
+            }),
+            Bson::Timestamp(Timestamp {
+                time: 1,
+                increment: 2,
+            }),
+            Bson::Decimal128(Decimal128::from_bytes([1; 16])),
+            Bson::Symbol("s".into()),
+            Bson::JavaScriptCode("f()".into()),
+            Bson::Undefined,
+            Bson::MinKey,
+            Bson::MaxKey,
+        ];
+        let nested = doc! {
+            "all": values.clone(),
+            "$set": { "b": 1, "a": [{ "": Bson::Null }] },
+            "z": 2,
+        };
+        for value in values.into_iter().chain([Bson::Document(nested)]) {
+            assert_eq!(
+                serde_json::to_string(&RelaxedJson(&value)).unwrap(),
+                serde_json::to_string(&value.clone().into_relaxed_extjson()).unwrap(),
+                "{value:?}"
             );
         }
     }

@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::time::Duration;
 
-use bson::{doc, Bson, Document, RawDocumentBuf};
+use bson::{doc, Bson, Document, RawBsonRef, RawDocument, RawDocumentBuf};
 use futures::{StreamExt, TryStreamExt};
 use mongodb::change_stream::ChangeStream;
 use mongodb::error::{ErrorKind, WriteFailure};
@@ -60,7 +60,7 @@ pub struct UserQuery {
     pub skip: u64,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct UserPage {
     pub jobs: Vec<TraceDocument>,
     /// Every stored trace that matches, readable or not.
@@ -70,28 +70,73 @@ pub struct UserPage {
     pub omitted_count: u64,
 }
 
-/// The page's documents that can be read and rendered, and how many could not. A trace
-/// left out is logged with its id and why, as the server fault it is.
-pub(super) fn readable_traces(page: Vec<Bson>) -> (Vec<TraceDocument>, u64) {
+impl UserPage {
+    /// The page of [`TraceStore::list_by_user`]'s one `$facet` reply, read from its bytes:
+    /// the `jobs` facet's readable traces, and the `total` facet's count.
+    pub fn of_facets(facets: &RawDocument) -> UserPage {
+        let (jobs, omitted_count) = match facets.get_array("jobs") {
+            Ok(jobs) => readable_traces(jobs),
+            Err(_) => (Vec::new(), 0),
+        };
+        let total_count = facets
+            .get_array("total")
+            .ok()
+            .and_then(|total| total.get_document(0).ok())
+            .and_then(|total| match total.get("n") {
+                Ok(Some(RawBsonRef::Int32(n))) => Some(n as u64),
+                Ok(Some(RawBsonRef::Int64(n))) => Some(n as u64),
+                _ => None,
+            })
+            .unwrap_or(0);
+        UserPage {
+            jobs,
+            total_count,
+            omitted_count,
+        }
+    }
+}
+
+/// The page's documents that can be read and rendered, and how many could not. Each is
+/// decoded once, straight from the reply's bytes. A trace left out is logged with its id
+/// and why, as the server fault it is.
+pub(super) fn readable_traces<'a>(
+    page: impl IntoIterator<Item = bson::raw::Result<RawBsonRef<'a>>>,
+) -> (Vec<TraceDocument>, u64) {
     let mut omitted = 0;
-    let mut jobs = Vec::with_capacity(page.len());
+    let mut jobs = Vec::new();
     for stored in page {
-        let message_id = stored
-            .as_document()
-            .and_then(|doc| doc.get("message_id"))
-            .map(|id| crate::push::cut_for_log(&id.to_string()));
-        let read = bson::from_bson::<TraceDocument>(stored)
-            .map_err(|error| error.to_string())
-            .and_then(|doc| doc.renderable().map(|()| doc));
+        let read = match stored {
+            Ok(RawBsonRef::Document(stored)) => {
+                read_trace(stored).map_err(|error| (message_id_for_log(stored), error))
+            }
+            Ok(other) => Err((
+                None,
+                format!("a {:?}, not a document", other.element_type()),
+            )),
+            // Malformed bytes: the elements after it cannot be found either.
+            Err(error) => Err((None, error.to_string())),
+        };
         match read {
             Ok(doc) => jobs.push(doc),
-            Err(error) => {
+            Err((message_id, error)) => {
                 omitted += 1;
                 tracing::error!(message_id, %error, "stored trace cannot be read; left out of the list");
             }
         }
     }
     (jobs, omitted)
+}
+
+fn read_trace(stored: &RawDocument) -> Result<TraceDocument, String> {
+    let doc: TraceDocument = bson::from_slice(stored.as_bytes()).map_err(|e| e.to_string())?;
+    doc.renderable()?;
+    Ok(doc)
+}
+
+/// A stored trace's `message_id` as the log shows it (whatever its type), cut.
+fn message_id_for_log(stored: &RawDocument) -> Option<String> {
+    let id = Bson::try_from(stored.get("message_id").ok()??).ok()?;
+    Some(crate::push::cut_for_log(&id.to_string()))
 }
 
 #[derive(Clone)]
@@ -373,35 +418,11 @@ impl TraceStore {
         ];
         self.bounded(async {
             let mut cursor = self.traces.aggregate(pipeline).await?;
-            let Some(facets) = cursor.try_next().await? else {
-                return Ok(UserPage {
-                    jobs: Vec::new(),
-                    total_count: 0,
-                    omitted_count: 0,
-                });
-            };
-            let (jobs, omitted_count) = readable_traces(
-                facets
-                    .get_array("jobs")
-                    .map(|jobs| jobs.to_vec())
-                    .unwrap_or_default(),
-            );
-            let total_count = facets
-                .get_array("total")
-                .ok()
-                .and_then(|total| total.first())
-                .and_then(Bson::as_document)
-                .and_then(|total| match total.get("n") {
-                    Some(Bson::Int32(n)) => Some(*n as u64),
-                    Some(Bson::Int64(n)) => Some(*n as u64),
-                    _ => None,
-                })
-                .unwrap_or(0);
-            Ok(UserPage {
-                jobs,
-                total_count,
-                omitted_count,
-            })
+            // The reply's bytes as they came: the traces are decoded once, from them.
+            if !cursor.advance().await? {
+                return Ok(UserPage::default());
+            }
+            Ok(UserPage::of_facets(cursor.current()))
         })
         .await
     }
@@ -607,5 +628,28 @@ mod tests {
             !is_duplicate_key(&not_a_server_error),
             "only the server's answer about the write counts"
         );
+    }
+
+    #[test]
+    fn a_page_keeps_what_it_can_read_and_counts_what_it_cannot() {
+        let trace = |id: &str| doc! { "message_id": id, "status": "queued", "revision": 1_i64 };
+        for total in [Bson::Int32(7), Bson::Int64(7)] {
+            let facets = doc! {
+                "jobs": [
+                    trace("m1"),
+                    { "message_id": "m2", "status": 42 },
+                    "not a trace",
+                    { "message_id": "m3", "status": "queued", "created_at": bson::DateTime::MAX },
+                    trace("m4"),
+                ],
+                "total": [{ "n": total }],
+            };
+            let page = UserPage::of_facets(&RawDocumentBuf::from_document(&facets).unwrap());
+            let ids: Vec<&str> = page.jobs.iter().map(|t| t.message_id.as_str()).collect();
+            assert_eq!(ids, ["m1", "m4"]);
+            assert_eq!((page.total_count, page.omitted_count), (7, 3));
+        }
+        let nothing = RawDocumentBuf::from_document(&doc! { "jobs": [], "total": [] }).unwrap();
+        assert_eq!(UserPage::of_facets(&nothing), UserPage::default());
     }
 }

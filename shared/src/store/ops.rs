@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use bson::{doc, Bson, Document};
+use bson::{doc, Bson, Document, RawBsonRef, RawDocumentBuf};
 use futures::TryStreamExt;
 use serde::Serialize;
 
@@ -247,8 +247,9 @@ impl TraceStore {
         };
         let skip = query.skip;
         let page = async {
-            let docs: Vec<Document> = self
+            let docs: Vec<RawDocumentBuf> = self
                 .traces
+                .clone_with_type::<RawDocumentBuf>()
                 .find(filter.clone())
                 .sort(doc! { "updated_at": order, "_id": order })
                 .skip(skip)
@@ -257,7 +258,7 @@ impl TraceStore {
                 .try_collect()
                 .await?;
             Ok::<_, StoreError>(readable_traces(
-                docs.into_iter().map(Bson::Document).collect(),
+                docs.iter().map(|doc| Ok(RawBsonRef::Document(doc))),
             ))
         };
         let total =

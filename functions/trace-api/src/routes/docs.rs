@@ -89,7 +89,7 @@ pub enum StatusAnswers {
             ("Cache-Control" = String, description = "no-cache")
         )
     )]
-    Trace(TraceView),
+    Trace(TraceView<'static>),
     /// Unchanged since If-None-Match (after waiting, with wait)
     #[response(status = 304)]
     NotModified,
