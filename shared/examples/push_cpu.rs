@@ -103,6 +103,11 @@ fn main() {
             }
         }
     };
+    let building_only = per_round(n, || {
+        for push in &pushes {
+            std::hint::black_box(update_pipeline(change(push)));
+        }
+    }) / rounds;
     let building = per_round(n, || pipeline(&mut pushes.iter().map(change))) / rounds;
     let building_notifying = per_round(n, || pipeline(&mut notifying.iter())) / rounds;
 
@@ -135,6 +140,7 @@ fn main() {
 
     println!("CPU µs per push (mean of {n} rounds of {rounds} pushes; log: per line)");
     println!("decode_push                      {decoding:8.2}");
+    println!("update_pipeline + drop           {building_only:8.2}");
     println!("update_pipeline + encode + drop  {building:8.2}");
     println!("  with completions on            {building_notifying:8.2}");
     println!("log line                         {logging:8.2}");
