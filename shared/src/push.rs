@@ -13,7 +13,7 @@ use axum::http::HeaderMap;
 use base64::Engine;
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use serde_json::{json, Map, Value};
+use serde_json::Value;
 
 use crate::ids::{IdError, LineUserId, MessageId};
 use crate::model::{JobStatus, JobType, UnknownStatus};
@@ -144,12 +144,20 @@ impl Push {
 /// A JSON object whose members stay as received until one is read: the envelope and the
 /// payload are looked at field by field, so the large ones (`data`, `result`) are never
 /// copied into a value tree.
-type RawObject<'a> = BTreeMap<String, &'a RawValue>;
+/// Member names are borrowed too: a push's members cost no allocation each.
+type RawObject<'a> = BTreeMap<Text<'a>, &'a RawValue>;
 
 /// A JSON string, borrowed from the input unless it holds escapes.
-#[derive(Deserialize)]
+#[derive(Deserialize, PartialEq, Eq, PartialOrd, Ord)]
 #[serde(transparent)]
 struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
+
+/// Ordered as its text, so that a [`RawObject`] is looked up by `&str`.
+impl std::borrow::Borrow<str> for Text<'_> {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|value| value.to_str().ok())
@@ -324,8 +332,9 @@ pub fn decode_push(
             .map(|key| cut_for_log(&key)),
         format,
     };
-    let marked_event = member::<Map<String, Value>>(&message, "attributes")
-        .is_some_and(|attributes| attributes.get("trace_event") == Some(&json!("status")));
+    let marked_event = object_member(&message, "attributes").is_some_and(|attributes| {
+        member::<Text>(&attributes, "trace_event").is_some_and(|event| event.0 == "status")
+    });
     let outcome = decode_message(
         message.get("data").copied(),
         marked_event,
@@ -397,7 +406,8 @@ fn decode_message(
         };
         // A bad progress report is dropped, never turned into a failed trace: progress
         // never changes a status.
-        let progress = optional(&payload, "status") == Some(json!(PROGRESS_STATUS));
+        let progress =
+            member::<Text>(&payload, "status").is_some_and(|status| status.0 == PROGRESS_STATUS);
         match decode_event(&payload, at) {
             Ok(change) => Outcome::Record(change),
             Err(error) => reject(error, job.filter(|_| !progress)),

@@ -2,6 +2,8 @@
 //! run inside the database. Each step below is named after the lines of `apply` it
 //! implements, in the same order; the store tests hold the two to the same documents.
 
+use std::sync::LazyLock;
+
 use bson::{doc, Bson, Document};
 
 use mongodb::options::ReturnDocument;
@@ -9,7 +11,7 @@ use mongodb::options::ReturnDocument;
 use super::{StoreError, TraceStore, REVISION};
 use crate::completions::MAX_PENDING_COMPLETIONS;
 use crate::indexes::{COMPLETED_TTL_SECONDS, CREATED_TTL_SECONDS};
-use crate::model::{JobStatus, StoredProgress, TraceDocument, TraceKey};
+use crate::model::{JobStatus, PendingCompletion, StoredProgress, TraceDocument, TraceKey};
 use crate::rules::{Change, HISTORY_ATTEMPTS, HISTORY_MAX_ENTRIES, NO_STATUS_YET};
 
 /// Wraps a value so that the pipeline reads it as data, never as a field path or operator
@@ -43,28 +45,69 @@ fn implied_by_legacy(pick: fn(TraceKey) -> i64) -> Bson {
         })
 }
 
+/// The first stage, the only one that depends on the change: its values, as data, in the
+/// working field `_change` that the constant stages ([`CONSTANT_STAGES`]) read. Building
+/// those once instead of per push is most of what a push's pipeline used to cost.
+fn step_change(change: &Change, owed: Option<PendingCompletion>) -> Document {
+    let t = change.at;
+    let r = i32::from(change.key.rank);
+    let job = change.job.as_ref();
+    let mut values = doc! {
+        "attempt": i64::from(change.key.attempt),
+        "rank": r,
+        "at": t,
+        "status": change.status.as_str(),
+        "entry": history_entry(change),
+        "job_type": job.map(|j| j.job_type.as_str()),
+        "url": job.and_then(|j| j.url.as_deref()),
+        "line_user_id": job.and_then(|j| j.line_user_id.as_ref().map(|u| u.as_str())),
+        "check_only": job.map(|j| j.check_only),
+        // apply: `completed_at: (r == 2).then_some(t)`.
+        "completed_at": (r == 2).then_some(t),
+        "error": change.error.as_deref(),
+        "result": change.result.clone(),
+    };
+    if let Some(owed) = owed {
+        values.insert(
+            "owed",
+            doc! {
+                "dedupe_key": owed.dedupe_key,
+                "status": owed.status.as_str(),
+                "attempt": owed.attempt,
+                "noted_at": owed.noted_at,
+            },
+        );
+    }
+    doc! { "$set": { "_change": { "$literal": values } } }
+}
+
+/// `change`'s history entry as stored.
+fn history_entry(change: &Change) -> Document {
+    let entry = change.history_entry();
+    doc! {
+        "attempt": entry.attempt,
+        "rank": entry.rank,
+        "status": entry.status.as_str(),
+        "at": entry.at,
+        "error": entry.error,
+    }
+}
+
 /// apply: `let (old_attempt, old_rank) = stored_key(..)` and
 /// `let applies = (a, r) > (old_attempt, old_rank)`; the history gets the new entry
 /// (`if !history.contains(&entry) { history.push(entry) }`, as a set union).
-fn step_compare_keys(change: &Change) -> Document {
+fn step_compare_keys() -> Document {
     doc! { "$set": {
         "_old_attempt": stored_or("attempt", implied_by_legacy(|k| i64::from(k.attempt))),
         "_old_rank": stored_or("rank", implied_by_legacy(|k| i64::from(k.rank))),
-        "_history": history_with_entry(change),
+        "_history": { "$setUnion": [{ "$ifNull": ["$history", []] }, ["$_change.entry"]] },
     } }
 }
 
 /// The stored history with `change`'s entry, as a set union (unsorted: see
 /// [`bounded_history`]).
 pub(super) fn history_with_entry(change: &Change) -> Bson {
-    let entry = change.history_entry();
-    let entry = doc! {
-        "attempt": entry.attempt,
-        "rank": entry.rank,
-        "status": entry.status.as_str(),
-        "at": entry.at,
-        "error": optional_literal(entry.error),
-    };
+    let entry = Bson::Document(history_entry(change));
     Bson::Document(doc! { "$setUnion": [{ "$ifNull": ["$history", []] }, [entry]] })
 }
 
@@ -83,89 +126,77 @@ pub(super) fn bounded_history() -> Bson {
     ] })
 }
 
+/// The change's attempt and rank, as the constant stages read them.
+const A: &str = "$_change.attempt";
+const R: &str = "$_change.rank";
+const T: &str = "$_change.at";
+
 /// The second half of `step_compare_keys` (a `$set` cannot read what it sets).
-fn step_applies(change: &Change) -> Document {
-    let a = i64::from(change.key.attempt);
-    let r = i64::from(change.key.rank);
+fn step_applies() -> Document {
     doc! { "$set": { "_applies": { "$or": [
-        { "$gt": [a, "$_old_attempt"] },
-        { "$and": [{ "$eq": [a, "$_old_attempt"] }, { "$gt": [r, "$_old_rank"] }] },
+        { "$gt": [A, "$_old_attempt"] },
+        { "$and": [{ "$eq": [A, "$_old_attempt"] }, { "$gt": [R, "$_old_rank"] }] },
     ] } } }
 }
 
 /// apply: `base_started`, `resulting_attempt`, `started_at`, `created_at`,
 /// `updated_at`, the history's sort and bounds, the job's fields (`known`), and the
-/// current status with its key, error, result and `completed_at` when `applies`.
-fn step_fields(change: &Change) -> Document {
-    let a = i64::from(change.key.attempt);
-    let r = i32::from(change.key.rank);
-    let t = change.at;
-    let job = change.job.as_ref();
-    let if_applies = |new: Bson, field: &str| -> Bson {
-        Bson::Document(
-            doc! { "$cond": ["$_applies", new, { "$ifNull": [format!("${field}"), Bson::Null] }] },
-        )
+/// current status with its key, error, result and `completed_at` when `applies`; with
+/// `owes_completion`, the notification the change owes.
+fn step_fields(owes_completion: bool) -> Document {
+    let if_applies = |field: &str| -> Bson {
+        Bson::Document(doc! { "$cond": [
+            "$_applies",
+            format!("$_change.{field}"),
+            { "$ifNull": [format!("${field}"), Bson::Null] },
+        ] })
     };
+    let known = |field: &str| stored_or(field, format!("$_change.{field}"));
     // apply: `let base_started = if applies && a > old_attempt { None } else { .. }`.
     let base_started = doc! {
         "$cond": [
-            { "$and": ["$_applies", { "$gt": [a, "$_old_attempt"] }] },
+            { "$and": ["$_applies", { "$gt": [A, "$_old_attempt"] }] },
             Bson::Null,
             { "$ifNull": ["$started_at", Bson::Null] },
         ]
     };
     // apply: `let started_at = if r == 1 && a == resulting_attempt { min(..) } ..`.
-    let started_at = if r == 1 {
-        doc! { "$cond": [
-            { "$eq": [a, { "$cond": ["$_applies", a, "$_old_attempt"] }] },
-            { "$min": [base_started.clone(), t] },
-            base_started,
-        ] }
-    } else {
-        base_started
-    };
-    let completed = if r == 2 {
-        Bson::DateTime(t)
-    } else {
-        Bson::Null
-    };
+    let started_at = doc! { "$cond": [
+        { "$and": [
+            { "$eq": [R, 1] },
+            { "$eq": [A, { "$cond": ["$_applies", A, "$_old_attempt"] }] },
+        ] },
+        { "$min": [base_started.clone(), T] },
+        base_started,
+    ] };
     let mut fields = doc! {
-        "job_type": stored_or("job_type", optional_literal(job.map(|j| j.job_type.as_str()))),
-        "status": if_applies(literal(change.status.as_str()), "status"),
-        "url": stored_or("url", optional_literal(job.and_then(|j| j.url.clone()))),
-        "line_user_id": stored_or(
-            "line_user_id",
-            optional_literal(job.and_then(|j| j.line_user_id.as_ref().map(|u| u.as_str().to_owned()))),
-        ),
-        "check_only": stored_or("check_only", optional_literal(job.map(|j| j.check_only))),
-        "created_at": { "$min": ["$created_at", t] },
-        "updated_at": { "$max": ["$updated_at", t] },
+        "job_type": known("job_type"),
+        "status": if_applies("status"),
+        "url": known("url"),
+        "line_user_id": known("line_user_id"),
+        "check_only": known("check_only"),
+        "created_at": { "$min": ["$created_at", T] },
+        "updated_at": { "$max": ["$updated_at", T] },
         "started_at": started_at,
-        "completed_at": if_applies(completed, "completed_at"),
-        "error": if_applies(optional_literal(change.error.clone()), "error"),
-        "result": if_applies(optional_literal(change.result.clone()), "result"),
-        "attempt": { "$cond": ["$_applies", a, "$attempt"] },
-        "rank": { "$cond": ["$_applies", r, "$rank"] },
+        "completed_at": if_applies("completed_at"),
+        "error": if_applies("error"),
+        "result": if_applies("result"),
+        "attempt": { "$cond": ["$_applies", A, "$attempt"] },
+        "rank": { "$cond": ["$_applies", R, "$rank"] },
         "history": bounded_history(),
         REVISION: { "$add": [{ "$ifNull": [format!("${REVISION}"), 0_i64] }, 1_i64] },
     };
     // apply: `if let Some(owed) = change.completion().filter(|_| applies)`: push it and
     // keep the latest. Written only by a change that can owe one, so with notifications
     // off no trace ever gets the field.
-    if let Some(owed) = change.completion() {
-        let owed = doc! {
-            "dedupe_key": literal(owed.dedupe_key),
-            "status": owed.status.as_str(),
-            "attempt": owed.attempt,
-            "noted_at": owed.noted_at,
-        };
+    if owes_completion {
         let stored = doc! { "$ifNull": ["$pending_completions", []] };
         fields.insert(
             "pending_completions",
             doc! { "$cond": [
                 "$_applies",
                 { "$slice": [
-                    { "$concatArrays": [stored.clone(), [owed]] },
+                    { "$concatArrays": [stored.clone(), ["$_change.owed"]] },
                     -(MAX_PENDING_COMPLETIONS as i32),
                 ] },
                 stored,
@@ -218,10 +249,15 @@ fn stored_progress_admissible(key: &(Bson, Bson)) -> Bson {
 }
 
 /// apply: `next.progress = next.progress.take().filter(|p| p.admissible(key))` after a
-/// status change.
+/// status change, where `key = stored_key(&next)`: the change's key when it applies, else
+/// the old one (`next` then keeps the stored status and key).
 fn step_drop_progress() -> Document {
+    let key = (
+        Bson::Document(doc! { "$cond": ["$_applies", A, "$_old_attempt"] }),
+        Bson::Document(doc! { "$cond": ["$_applies", R, "$_old_rank"] }),
+    );
     doc! { "$set": { "progress": { "$cond": [
-        stored_progress_admissible(&stored_key()),
+        stored_progress_admissible(&key),
         "$progress",
         Bson::Null,
     ] } } }
@@ -229,7 +265,7 @@ fn step_drop_progress() -> Document {
 
 /// The working fields above are not part of the trace.
 fn step_cleanup() -> Document {
-    doc! { "$unset": ["_old_attempt", "_old_rank", "_applies", "_history"] }
+    doc! { "$unset": ["_change", "_old_attempt", "_old_rank", "_applies", "_history"] }
 }
 
 /// `report.order() > stored.order()`, field by field in `StoredProgress::order`'s order
@@ -282,19 +318,33 @@ fn progress_pipeline(report: &StoredProgress, t: bson::DateTime) -> Vec<Document
     vec![start, keep, step_expiry()]
 }
 
+/// Every stage after [`step_change`], built once: for a change that owes no completion
+/// notification, and for one that does.
+static CONSTANT_STAGES: LazyLock<[Vec<Document>; 2]> =
+    LazyLock::new(|| [false, true].map(constant_stages));
+
+fn constant_stages(owes_completion: bool) -> Vec<Document> {
+    vec![
+        step_compare_keys(),
+        step_applies(),
+        step_fields(owes_completion),
+        step_drop_progress(),
+        step_expiry(),
+        step_cleanup(),
+    ]
+}
+
 /// The update pipeline for one change: [`crate::rules::apply`], expressed for the server.
 pub fn update_pipeline(change: &Change) -> Vec<Document> {
     if let Some(report) = &change.progress {
         return progress_pipeline(report, change.at);
     }
-    vec![
-        step_compare_keys(change),
-        step_applies(change),
-        step_fields(change),
-        step_drop_progress(),
-        step_expiry(),
-        step_cleanup(),
-    ]
+    let owed = change.completion();
+    let constant = &CONSTANT_STAGES[usize::from(owed.is_some())];
+    let mut stages = Vec::with_capacity(1 + constant.len());
+    stages.push(step_change(change, owed));
+    stages.extend_from_slice(constant);
+    stages
 }
 
 impl TraceStore {
