@@ -286,18 +286,24 @@ mod tests {
         }
     }
 
-    #[test]
-    fn events_become_cloud_logging_json_lines() {
+    /// What `events` logged through the layer, as text.
+    fn logged(events: impl FnOnce()) -> String {
         let captured = Captured::default();
         let sink = captured.clone();
         let subscriber =
             tracing_subscriber::registry().with(CloudLoggingLayer::new(move || sink.clone()));
-        tracing::subscriber::with_default(subscriber, || {
+        tracing::subscriber::with_default(subscriber, events);
+        let text = captured.0.lock().unwrap().clone();
+        String::from_utf8(text).unwrap()
+    }
+
+    #[test]
+    fn events_become_cloud_logging_json_lines() {
+        let text = logged(|| {
             let span = tracing::info_span!("push", trace = "projects/p/traces/abc");
             let _entered = span.enter();
             tracing::warn!(message_id = "42", attempt = 3_u64, "message rejected");
         });
-        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
         let line: Value = serde_json::from_str(text.trim()).unwrap();
         assert_eq!(line["severity"], "WARNING");
         assert_eq!(line["message"], "message rejected");
@@ -314,11 +320,7 @@ mod tests {
     /// span's and the event's value winning, `trace` renamed, escapes and odd numbers.
     #[test]
     fn a_line_keeps_its_members_order_and_values() {
-        let captured = Captured::default();
-        let sink = captured.clone();
-        let subscriber =
-            tracing_subscriber::registry().with(CloudLoggingLayer::new(move || sink.clone()));
-        tracing::subscriber::with_default(subscriber, || {
+        let text = logged(|| {
             let outer = tracing::info_span!(
                 "request",
                 trace = "projects/p/traces/abc",
@@ -330,7 +332,6 @@ mod tests {
             let _inner = inner.enter();
             tracing::warn!(message_id = "42", shared = true, latency_ms = 1.5_f64, ratio = f64::NAN, reason = %"a\nb", "rejected {}", 7);
         });
-        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
         let time = text.find("\"time\":\"").unwrap() + 8;
         let end = time + text[time..].find('"').unwrap();
         let text = format!("{}TIME{}", &text[..time], &text[end..]);
