@@ -107,7 +107,9 @@ fn step_compare_keys() -> Document {
 /// The stored history with `change`'s entry, as a set union (unsorted: see
 /// [`bounded_history`]).
 pub(super) fn history_with_entry(change: &Change) -> Bson {
-    let entry = Bson::Document(history_entry(change));
+    // As data: an error text such as `"$status"` must stay text (in `step_change` the
+    // whole `_change` is one `$literal`).
+    let entry = literal(history_entry(change));
     Bson::Document(doc! { "$setUnion": [{ "$ifNull": ["$history", []] }, [entry]] })
 }
 
